@@ -1,0 +1,1 @@
+"""ncjax: neural collapse metrics and optimizers in JAX."""

@@ -1,0 +1,476 @@
+"""Tests for ncjax.data against the real MNIST test files and scikit-learn's digits.
+
+The MNIST tests read the original IDX files from the shared data folder next to
+the repository (or from $NCJAX_SHARED_DATA) and skip when it is absent.
+"""
+
+import gzip
+import logging
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ncjax import data
+
+SHARED_DATA = Path(
+    os.environ.get(
+        "NCJAX_SHARED_DATA",
+        Path(__file__).resolve().parents[2] / "shared" / "data",
+    )
+)
+MNIST_DIR = SHARED_DATA / "mnist"
+MNIST_TEST_CLASS_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+IMAGES_NAME = "t10k-images-idx3-ubyte"
+LABELS_NAME = "t10k-labels-idx1-ubyte"
+
+# Type byte of each IDX element type, written independently of ncjax.data.
+IDX_TYPE_BYTES = {
+    np.dtype(np.uint8): 0x08,
+    np.dtype(np.int8): 0x09,
+    np.dtype(np.int16): 0x0B,
+    np.dtype(np.int32): 0x0C,
+    np.dtype(np.float32): 0x0D,
+    np.dtype(np.float64): 0x0E,
+}
+
+
+def encode_idx(array: np.ndarray) -> bytes:
+    header = struct.pack(">BBBB", 0, 0, IDX_TYPE_BYTES[array.dtype], array.ndim)
+    header += struct.pack(f">{array.ndim}I", *array.shape)
+    return header + array.astype(array.dtype.newbyteorder(">")).tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray, *, compress: bool = False) -> Path:
+    content = encode_idx(array)
+    path.write_bytes(gzip.compress(content) if compress else content)
+    return path
+
+
+def write_mnist_pair(
+    directory: Path, prefix: str, images: np.ndarray, labels: np.ndarray
+) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    write_idx(directory / f"{prefix}-images-idx3-ubyte", images)
+    write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels)
+
+
+def require_mnist() -> None:
+    if not (MNIST_DIR / f"{IMAGES_NAME}.gz").is_file():
+        pytest.skip(f"MNIST IDX files not found in {MNIST_DIR}")
+
+
+@pytest.fixture(scope="module")
+def mnist_arrays() -> tuple[np.ndarray, np.ndarray]:
+    require_mnist()
+    images = data.read_idx(MNIST_DIR / f"{IMAGES_NAME}.gz")
+    labels = data.read_idx(MNIST_DIR / f"{LABELS_NAME}.gz")
+    return images, labels
+
+
+@pytest.fixture(scope="module")
+def real_mnist() -> data.Dataset:
+    require_mnist()
+    return data.load_mnist(MNIST_DIR)
+
+
+@pytest.fixture
+def mnist_sample(mnist_arrays) -> tuple[np.ndarray, np.ndarray]:
+    """The first 300 real MNIST images and labels, which contain every class."""
+    images, labels = mnist_arrays
+    return images[:300], labels[:300]
+
+
+# Real MNIST files.
+
+
+def test_read_idx_real_mnist_shapes(mnist_arrays):
+    images, labels = mnist_arrays
+    assert images.shape == (10_000, 28, 28)
+    assert images.dtype == np.uint8
+    assert labels.shape == (10_000,)
+    assert np.bincount(labels).tolist() == MNIST_TEST_CLASS_COUNTS
+
+
+def test_load_mnist_real_split_shapes(real_mnist):
+    assert real_mnist.name == "mnist"
+    assert real_mnist.num_classes == 10
+    assert real_mnist.x_train.shape == (8_000, 32, 32, 1)
+    assert real_mnist.x_test.shape == (2_000, 32, 32, 1)
+    assert real_mnist.x_train.dtype == np.float32
+    assert real_mnist.x_test.dtype == np.float32
+    assert real_mnist.y_train.dtype == np.int32
+    assert real_mnist.y_test.dtype == np.int32
+
+
+def test_load_mnist_real_split_stratified(real_mnist):
+    test_counts = np.bincount(real_mnist.y_test, minlength=10)
+    train_counts = np.bincount(real_mnist.y_train, minlength=10)
+    expected_test = 0.2 * np.array(MNIST_TEST_CLASS_COUNTS)
+    # A stratified split rounds each class's share, so it may be one off.
+    assert np.all(np.abs(test_counts - expected_test) <= 1)
+    assert (train_counts + test_counts).tolist() == MNIST_TEST_CLASS_COUNTS
+
+
+def test_load_mnist_real_normalisation(real_mnist):
+    # The constants 0.1307 and 0.3081 are the pixel statistics of the 60,000
+    # training images. The 10,000 test images have mean 0.1325 and std 0.3105,
+    # so normalised they have mean about 0.006. Bilinear enlargement to 32x32
+    # keeps the mean but smooths the images, and lowers the std to about 0.95.
+    assert abs(float(real_mnist.x_train.mean())) < 0.05
+    assert 0.85 < float(real_mnist.x_train.std()) < 1.1
+    assert float(real_mnist.x_train.min()) == pytest.approx(-0.1307 / 0.3081, abs=1e-5)
+
+
+# IDX format, on files built in tmp_path.
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_read_idx_round_trip(tmp_path, mnist_sample, compress):
+    images, labels = mnist_sample
+    images_path = write_idx(tmp_path / "images", images, compress=compress)
+    labels_path = write_idx(tmp_path / "labels", labels, compress=compress)
+
+    np.testing.assert_array_equal(data.read_idx(images_path), images)
+    np.testing.assert_array_equal(data.read_idx(labels_path), labels)
+
+
+def test_read_idx_detects_gzip_by_magic(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    gzip_without_suffix = write_idx(tmp_path / "images", array, compress=True)
+    raw_with_suffix = write_idx(tmp_path / "images.gz", array, compress=False)
+
+    np.testing.assert_array_equal(data.read_idx(gzip_without_suffix), array)
+    np.testing.assert_array_equal(data.read_idx(raw_with_suffix), array)
+
+
+@pytest.mark.parametrize(
+    "dtype", [np.int8, np.int16, np.int32, np.float32, np.float64]
+)
+def test_read_idx_other_element_types(tmp_path, dtype):
+    array = (np.arange(-6, 6).reshape(3, 4) * 3).astype(dtype)
+    result = data.read_idx(write_idx(tmp_path / "array", array))
+
+    assert result.dtype == np.dtype(dtype)
+    assert result.dtype.isnative
+    np.testing.assert_array_equal(result, array)
+
+
+def test_read_idx_truncated_file(tmp_path, mnist_sample):
+    images, _ = mnist_sample
+    path = tmp_path / IMAGES_NAME
+    path.write_bytes(encode_idx(images)[:-10])
+
+    with pytest.raises(data.DataError) as error:
+        data.read_idx(path)
+    message = str(error.value)
+    assert str(path) in message
+    assert "truncated" in message
+    assert f"expected {images.size} data bytes" in message
+    assert f"found {images.size - 10}" in message
+
+
+def test_read_idx_trailing_bytes(tmp_path):
+    path = tmp_path / "labels"
+    path.write_bytes(encode_idx(np.zeros(5, np.uint8)) + b"\x00\x00")
+
+    with pytest.raises(data.DataError, match="2 trailing bytes") as error:
+        data.read_idx(path)
+    assert str(path) in str(error.value)
+
+
+def test_read_idx_wrong_magic(tmp_path):
+    path = tmp_path / "images"
+    path.write_bytes(b"\x01\x02" + encode_idx(np.zeros((2, 2, 2), np.uint8))[2:])
+
+    with pytest.raises(data.DataError, match="invalid IDX magic number") as error:
+        data.read_idx(path)
+    assert str(path) in str(error.value)
+    assert "0x01020803" in str(error.value)
+
+
+def test_read_idx_unknown_type_byte(tmp_path):
+    path = tmp_path / "images"
+    content = bytearray(encode_idx(np.zeros(4, np.uint8)))
+    content[2] = 0x0A
+    path.write_bytes(bytes(content))
+
+    with pytest.raises(data.DataError, match="unknown IDX type byte 0x0a") as error:
+        data.read_idx(path)
+    assert "0x08" in str(error.value)
+
+
+def test_read_idx_wrong_dims(tmp_path, mnist_sample):
+    _, labels = mnist_sample
+    path = write_idx(tmp_path / IMAGES_NAME, labels)
+
+    with pytest.raises(data.DataError) as error:
+        data.read_idx(path, expected_ndim=3)
+    message = str(error.value)
+    assert str(path) in message
+    assert "declares 1 dimensions" in message
+    assert "expected 3" in message
+
+
+@pytest.mark.parametrize("damage", ["garbled", "cut"])
+def test_read_idx_corrupt_gzip(tmp_path, mnist_sample, damage):
+    images, _ = mnist_sample
+    compressed = bytearray(gzip.compress(encode_idx(images)))
+    if damage == "garbled":
+        middle = len(compressed) // 2
+        compressed[middle : middle + 64] = bytes(64)
+    else:
+        compressed = compressed[: len(compressed) // 2]
+    path = tmp_path / f"{IMAGES_NAME}.gz"
+    path.write_bytes(bytes(compressed))
+
+    with pytest.raises(data.DataError, match="invalid gzip data") as error:
+        data.read_idx(path)
+    assert str(path) in str(error.value)
+
+
+def test_read_idx_missing_file(tmp_path):
+    path = tmp_path / "absent"
+    with pytest.raises(data.DataError, match="IDX file not found") as error:
+        data.read_idx(path)
+    assert str(path) in str(error.value)
+
+
+# load_mnist on files built in tmp_path.
+
+
+def test_load_mnist_train_and_test_files(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    write_mnist_pair(tmp_path, "train", images[:200], labels[:200])
+    write_mnist_pair(tmp_path, "t10k", images[200:], labels[200:])
+
+    dataset = data.load_mnist(tmp_path, image_size=28)
+
+    assert dataset.x_train.shape == (200, 28, 28, 1)
+    assert dataset.x_test.shape == (100, 28, 28, 1)
+    np.testing.assert_array_equal(dataset.y_train, labels[:200])
+    np.testing.assert_array_equal(dataset.y_test, labels[200:])
+    expected = (images[:200, :, :, None] / 255.0 - 0.1307) / 0.3081
+    np.testing.assert_allclose(dataset.x_train, expected, atol=1e-6)
+
+
+def test_load_mnist_reads_gzip_pair(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    write_idx(tmp_path / f"{IMAGES_NAME}.gz", images, compress=True)
+    write_idx(tmp_path / f"{LABELS_NAME}.gz", labels, compress=True)
+
+    dataset = data.load_mnist(tmp_path, image_size=16, test_fraction=0.5)
+
+    assert dataset.x_train.shape == (150, 16, 16, 1)
+    assert dataset.x_test.shape == (150, 16, 16, 1)
+
+
+def test_load_mnist_logs_divided_test_split(tmp_path, mnist_sample, caplog):
+    write_mnist_pair(tmp_path, "t10k", *mnist_sample)
+
+    with caplog.at_level(logging.INFO, logger="absl"):
+        data.load_mnist(tmp_path, image_size=28)
+
+    assert "divided its 300 images into 240 for training and 60 for testing" in (
+        caplog.text
+    )
+
+
+def test_load_mnist_mismatched_counts(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    write_mnist_pair(tmp_path, "t10k", images, labels[:-1])
+
+    with pytest.raises(data.DataError) as error:
+        data.load_mnist(tmp_path)
+    message = str(error.value)
+    assert "300 images" in message
+    assert "299 labels" in message
+    assert IMAGES_NAME in message
+    assert LABELS_NAME in message
+
+
+def test_load_mnist_labels_out_of_range(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    bad_labels = labels.copy()
+    bad_labels[7] = 12
+    write_mnist_pair(tmp_path, "t10k", images, bad_labels)
+
+    with pytest.raises(data.DataError) as error:
+        data.load_mnist(tmp_path)
+    message = str(error.value)
+    assert LABELS_NAME in message
+    assert "label 12" in message
+    assert "[0, 10)" in message
+
+
+def test_load_mnist_images_with_wrong_dims(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    write_mnist_pair(tmp_path, "t10k", images.reshape(300, 784), labels)
+
+    with pytest.raises(data.DataError, match="declares 2 dimensions; expected 3"):
+        data.load_mnist(tmp_path)
+
+
+def test_load_mnist_rejects_non_byte_pixels(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    write_mnist_pair(tmp_path, "t10k", images.astype(np.float32), labels)
+
+    with pytest.raises(data.DataError, match="expected unsigned bytes"):
+        data.load_mnist(tmp_path)
+
+
+def test_load_mnist_missing_directory(tmp_path):
+    missing = tmp_path / "absent"
+    with pytest.raises(data.DataError) as error:
+        data.load_mnist(missing)
+    message = str(error.value)
+    assert str(missing) in message
+    assert "t10k-images-idx3-ubyte[.gz]" in message
+    assert "t10k-labels-idx1-ubyte[.gz]" in message
+
+
+def test_load_mnist_directory_without_files(tmp_path):
+    with pytest.raises(data.DataError) as error:
+        data.load_mnist(tmp_path)
+    message = str(error.value)
+    assert "not found" in message
+    assert str(tmp_path) in message
+    assert "t10k-images-idx3-ubyte[.gz]" in message
+
+
+def test_load_mnist_incomplete_train_pair(tmp_path, mnist_sample):
+    images, labels = mnist_sample
+    write_mnist_pair(tmp_path, "t10k", images, labels)
+    write_idx(tmp_path / "train-images-idx3-ubyte", images)
+
+    with pytest.raises(data.DataError, match="not train-labels-idx1-ubyte"):
+        data.load_mnist(tmp_path)
+
+
+# scikit-learn digits and balanced_subset.
+
+
+@pytest.fixture(scope="module")
+def digits() -> data.Dataset:
+    return data.load_digits()
+
+
+def test_load_digits_sizes(digits):
+    assert digits.name == "digits"
+    assert digits.num_classes == 10
+    assert len(digits.y_train) + len(digits.y_test) == 1_797
+    assert digits.x_train.shape[1:] == (8, 8, 1)
+    assert digits.x_test.shape[1:] == (8, 8, 1)
+    assert digits.x_train.dtype == np.float32
+    assert digits.y_train.dtype == np.int32
+    assert set(np.unique(digits.y_train)) == set(range(10))
+
+
+def test_load_digits_standardised_on_train(digits):
+    assert float(digits.x_train.mean()) == pytest.approx(0.0, abs=1e-5)
+    assert float(digits.x_train.std()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_load_digits_split_deterministic(digits):
+    again = data.load_digits()
+    other_seed = data.load_digits(split_seed=1)
+
+    np.testing.assert_array_equal(again.y_test, digits.y_test)
+    np.testing.assert_array_equal(again.x_test, digits.x_test)
+    assert not np.array_equal(other_seed.x_test, digits.x_test)
+
+
+def test_load_digits_split_stratified(digits):
+    total = np.bincount(digits.y_train) + np.bincount(digits.y_test)
+    assert np.all(np.abs(np.bincount(digits.y_test) - 0.2 * total) <= 1)
+
+
+def test_load_digits_resized():
+    dataset = data.load_digits(image_size=16)
+    assert dataset.x_train.shape[1:] == (16, 16, 1)
+    assert dataset.x_train.dtype == np.float32
+
+
+def test_balanced_subset_exact_per_class(digits):
+    x, y = data.balanced_subset(digits.x_train, digits.y_train, 7, seed=0)
+    assert np.bincount(y).tolist() == [7] * 10
+    assert x.shape == (70, 8, 8, 1)
+
+
+def test_balanced_subset_keeps_pairs():
+    labels = np.repeat(np.arange(3), 5)
+    inputs = np.arange(15) * 10
+    x, y = data.balanced_subset(inputs, labels, 2, seed=3)
+    np.testing.assert_array_equal(labels[x // 10], y)
+
+
+def test_balanced_subset_deterministic_per_seed(digits):
+    first = data.balanced_subset(digits.x_train, digits.y_train, 5, seed=4)
+    again = data.balanced_subset(digits.x_train, digits.y_train, 5, seed=4)
+    other = data.balanced_subset(digits.x_train, digits.y_train, 5, seed=5)
+
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+def test_balanced_subset_too_many(digits):
+    smallest_class = int(np.argmin(np.bincount(digits.y_train)))
+    available = int(np.bincount(digits.y_train)[smallest_class])
+    with pytest.raises(data.DataError) as error:
+        data.balanced_subset(digits.x_train, digits.y_train, available + 1, seed=0)
+    message = str(error.value)
+    assert f"class {smallest_class} has {available} examples" in message
+    assert f"{available + 1} requested" in message
+
+
+@pytest.mark.parametrize("samples_per_class", [0, -3])
+def test_balanced_subset_nonpositive(samples_per_class):
+    with pytest.raises(data.DataError, match="at least 1"):
+        data.balanced_subset(
+            np.zeros(4), np.array([0, 0, 1, 1]), samples_per_class, seed=0
+        )
+
+
+def test_balanced_subset_absent_class():
+    with pytest.raises(data.DataError, match="class 2 has 0 examples"):
+        data.balanced_subset(
+            np.zeros(4), np.array([0, 0, 1, 1]), 1, seed=0, num_classes=3
+        )
+
+
+# load_dataset.
+
+
+def test_load_dataset_digits_subset_train_only(digits):
+    dataset = data.load_dataset("digits", samples_per_class=5, seed=1)
+
+    assert np.bincount(dataset.y_train).tolist() == [5] * 10
+    np.testing.assert_array_equal(dataset.x_test, digits.x_test)
+
+
+def test_load_dataset_mnist(tmp_path, mnist_sample):
+    write_mnist_pair(tmp_path, "t10k", *mnist_sample)
+
+    dataset = data.load_dataset(
+        "mnist", data_dir=tmp_path, samples_per_class=3, image_size=28
+    )
+
+    assert dataset.x_train.shape == (30, 28, 28, 1)
+    assert len(dataset.y_test) == 60
+
+
+def test_load_dataset_unknown_name():
+    with pytest.raises(data.DataError) as error:
+        data.load_dataset("cifar10")
+    assert str(error.value) == (
+        "unknown dataset 'cifar10'; expected one of: digits, mnist"
+    )
+
+
+def test_load_dataset_mnist_needs_data_dir():
+    with pytest.raises(data.DataError, match="requires --data_dir"):
+        data.load_dataset("mnist")

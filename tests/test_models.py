@@ -47,12 +47,12 @@ def test_batch_norm_running_statistics_in_eval_mode():
     train_features = model.features(x)
     model.eval()
     eval_features = model.features(x)
-    # One training batch moves the running statistics only 1% of the way,
-    # so inference-mode features differ from batch-normalised ones.
+    # One training batch moves the running statistics 10% of the way,
+    # as PyTorch's BatchNorm does, so inference-mode features still differ.
     assert not np.allclose(train_features, eval_features, atol=1e-3)
     layer = model.hidden[0]
     pre = x @ layer.kernel[...] + layer.bias[...]
-    np.testing.assert_allclose(model.norms[0].mean[...], 0.01 * pre.mean(axis=0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(model.norms[0].mean[...], 0.1 * pre.mean(axis=0), rtol=1e-4, atol=1e-6)
 
 
 def test_unknown_model_names_accepted_ones():

@@ -1,0 +1,279 @@
+r"""Train one or more optimizers and track neural collapse over training.
+
+Default (scikit-learn's bundled digits, no download; the six optimizers of
+the study at their best-NC3 settings, 200 epochs; a few minutes on 2 CPU
+cores):
+
+  python -m experiments.train --workdir=runs/digits
+
+MNIST from IDX files in a directory:
+
+  python -m experiments.train --dataset=mnist --data_dir=/path/to/mnist \
+      --samples_per_class=100 --optimizer=adam,adamw --epochs=30 \
+      --workdir=/tmp/mnist
+
+What it shows: with coupled weight decay (sgd, adam, signum) NC0, the norm of
+the sum of the classifier rows, falls by orders of magnitude; with decoupled
+decay (adamw, signumw) it stays large. Each run writes `config.json`,
+`metrics.jsonl` (one row per evaluation) and `summary.json` under
+`workdir/<optimizer>/`; the figure of NC0 to NC3 over training goes to
+`workdir/nc_over_training.png`. A finished run with the same configuration
+is skipped when the command is repeated (use --rerun to train it again).
+"""
+
+import dataclasses
+from pathlib import Path
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+
+from ncjax import data as data_lib
+from ncjax import optimizers
+from ncjax import plotting
+from ncjax import results
+from ncjax import training
+
+DEFAULT_OPTIMIZERS = "sgd,sgdw,adam,adamw,signum,signumw"
+
+_DATASET = flags.DEFINE_string(
+    "dataset", "digits", f"Dataset: one of {', '.join(data_lib.DATASETS)}."
+)
+_DATA_DIR = flags.DEFINE_string(
+    "data_dir", None, "Directory with the dataset's files (IDX files for mnist)."
+)
+_SAMPLES_PER_CLASS = flags.DEFINE_integer(
+    "samples_per_class", None,
+    "Train on a balanced subset with this many samples per class "
+    "(default: the whole training split).",
+)
+_MODEL = flags.DEFINE_string("model", "mlp", "Model: mlp.")
+_HIDDEN_SIZES = flags.DEFINE_list(
+    "hidden_sizes", ["256", "256", "256"],
+    "MLP hidden layer widths; the last one is the feature dimension p.",
+)
+_BATCH_NORM = flags.DEFINE_bool(
+    "batch_norm", True, "BatchNorm after each hidden Linear layer of the MLP."
+)
+_OPTIMIZER = flags.DEFINE_string(
+    "optimizer", DEFAULT_OPTIMIZERS,
+    "One optimizer or a comma-separated list, from: "
+    f"{', '.join(optimizers.OPTIMIZERS)}.",
+)
+_LEARNING_RATE = flags.DEFINE_float(
+    "learning_rate", None,
+    "Initial learning rate, divided by 10 after 1/3 and 2/3 of the epochs "
+    "(default: the optimizer's best setting in the study).",
+)
+_MOMENTUM = flags.DEFINE_float(
+    "momentum", None,
+    "Momentum (beta1 for Adam), in [0, 1) (default: the study's best setting).",
+)
+_WEIGHT_DECAY = flags.DEFINE_float(
+    "weight_decay", None, "Weight decay, >= 0 (default: the study's best setting)."
+)
+_COUPLED_WEIGHT_DECAY = flags.DEFINE_float(
+    "coupled_weight_decay", None,
+    "For adam_adamw only: the part of --weight_decay added to the gradient "
+    "(0 gives AdamW, --weight_decay gives Adam).",
+)
+_EPOCHS = flags.DEFINE_integer("epochs", 200, "Training epochs.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 128, "Minibatch size.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for initialisation and data order.")
+_EVAL_EVERY = flags.DEFINE_integer(
+    "eval_every", 10, "Evaluate every N epochs (and at initialisation and the end)."
+)
+_EVAL_BATCH_SIZE = flags.DEFINE_integer(
+    "eval_batch_size", 1024, "Batch size of the feature passes for metrics."
+)
+_METRICS_DTYPE = flags.DEFINE_enum(
+    "metrics_dtype", "float64", training.METRICS_DTYPES,
+    "Precision of the class statistics and metrics.",
+)
+_WORKDIR = flags.DEFINE_string("workdir", "runs/train", "Output directory.")
+_FIGURE = flags.DEFINE_string(
+    "figure", None, "Path of the PNG figure (default: WORKDIR/nc_over_training.png)."
+)
+_RERUN = flags.DEFINE_bool(
+    "rerun", False, "Train again even when a finished run with the same config exists."
+)
+
+
+def parse_optimizer_names(value: str) -> list[str]:
+    """Split a comma-separated optimizer list, rejecting unknown and repeated names."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if not names:
+        raise ValueError(
+            f"--optimizer={value!r} is invalid; expected one or more of: "
+            f"{', '.join(optimizers.OPTIMIZERS)}"
+        )
+    for name in names:
+        if name not in optimizers.OPTIMIZERS:
+            raise ValueError(
+                f"unknown optimizer {name!r}; expected one of: "
+                f"{', '.join(optimizers.OPTIMIZERS)}"
+            )
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--optimizer lists {', '.join(repeated)} more than once")
+    return names
+
+
+def build_configs() -> list[training.TrainConfig]:
+    """Turn the flags into one validated TrainConfig per optimizer."""
+    try:
+        hidden_sizes = tuple(int(size) for size in _HIDDEN_SIZES.value)
+    except ValueError:
+        raise ValueError(
+            f"--hidden_sizes={','.join(_HIDDEN_SIZES.value)} is invalid; "
+            "expected comma-separated integers >= 1"
+        ) from None
+    configs = []
+    for name in parse_optimizer_names(_OPTIMIZER.value):
+        hyperparameters = training.resolve_hyperparameters(
+            name,
+            learning_rate=_LEARNING_RATE.value,
+            momentum=_MOMENTUM.value,
+            weight_decay=_WEIGHT_DECAY.value,
+        )
+        config = training.TrainConfig(
+            dataset=_DATASET.value,
+            data_dir=_DATA_DIR.value,
+            samples_per_class=_SAMPLES_PER_CLASS.value,
+            model=_MODEL.value,
+            hidden_sizes=hidden_sizes,
+            batch_norm=_BATCH_NORM.value,
+            optimizer=name,
+            learning_rate=hyperparameters.learning_rate,
+            momentum=hyperparameters.momentum,
+            weight_decay=hyperparameters.weight_decay,
+            coupled_weight_decay=(
+                _COUPLED_WEIGHT_DECAY.value if name == "adam_adamw" else None
+            ),
+            epochs=_EPOCHS.value,
+            batch_size=_BATCH_SIZE.value,
+            seed=_SEED.value,
+            eval_every=_EVAL_EVERY.value,
+            eval_batch_size=_EVAL_BATCH_SIZE.value,
+            metrics_dtype=_METRICS_DTYPE.value,
+        )
+        config.validate()
+        configs.append(config)
+    if _COUPLED_WEIGHT_DECAY.value is not None and not any(
+        config.optimizer == "adam_adamw" for config in configs
+    ):
+        raise ValueError(
+            f"--coupled_weight_decay={_COUPLED_WEIGHT_DECAY.value} applies only "
+            "to adam_adamw, which --optimizer does not list"
+        )
+    return configs
+
+
+def load_data(config: training.TrainConfig) -> data_lib.Dataset:
+    dataset = data_lib.load_dataset(
+        config.dataset,
+        data_dir=config.data_dir,
+        samples_per_class=config.samples_per_class,
+        seed=config.seed,
+    )
+    training.steps_per_epoch(dataset.x_train.shape[0], config.batch_size)
+    return dataset
+
+
+def finished_run(run_dir: Path, config: training.TrainConfig):
+    """Return the stored history if `run_dir` holds a finished run of `config`."""
+    try:
+        stored = results.read_json(run_dir / results.CONFIG_FILE)
+        summary = results.read_json(run_dir / results.SUMMARY_FILE)
+        history = results.read_jsonl(run_dir / results.METRICS_FILE)
+    except (OSError, ValueError):
+        return None
+    wanted = results.to_json_value(dataclasses.asdict(config))
+    if any(stored.get(key) != value for key, value in wanted.items()):
+        return None
+    return training.RunResult(
+        config, history, summary["status"], summary.get("diverged_at_step")
+    )
+
+
+def format_summary(runs: dict[str, training.RunResult]) -> str:
+    """Return a Markdown table of the final metrics of each run."""
+    header = ("| optimizer | lr | momentum | decay | status | train acc | test acc "
+              "| NC0 | NC1 | NC2 | NC3 | NC4 |")
+    lines = [header, "|" + " --- |" * 12]
+    for name, run in runs.items():
+        final, config = run.final, run.config
+
+        def number(key):
+            value = final.get(key)
+            return "n/a" if value is None else f"{value:.3g}"
+
+        lines.append(
+            f"| {name} | {config.learning_rate:g} | {config.momentum:g} "
+            f"| {config.weight_decay:g} | {run.status} "
+            f"| {final['train_accuracy']:.4f} | {final['test_accuracy']:.4f} "
+            f"| {number('nc0')} | {number('nc1')} | {number('nc2')} "
+            f"| {number('nc3')} | {number('nc4')} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv):
+    if len(argv) > 1:
+        fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
+    try:
+        configs = build_configs()
+        dataset = load_data(configs[0])
+    except ValueError as error:
+        fail(str(error))
+
+    workdir = Path(_WORKDIR.value)
+    logging.info(
+        "%s: %d training and %d test samples, %d classes, input shape %s",
+        dataset.name, dataset.x_train.shape[0], dataset.x_test.shape[0],
+        dataset.num_classes, dataset.x_train.shape[1:],
+    )
+    runs = {}
+    for config in configs:
+        run_dir = workdir / config.optimizer
+        previous = None if _RERUN.value else finished_run(run_dir, config)
+        if previous is not None:
+            logging.info("%s: finished run with this config found in %s; skipping "
+                         "(pass --rerun to train again)", config.optimizer, run_dir)
+            runs[config.optimizer] = previous
+            continue
+        logging.info("%s: lr %g, momentum %g, weight decay %g", config.optimizer,
+                     config.learning_rate, config.momentum, config.weight_decay)
+        runs[config.optimizer] = training.train_and_evaluate(
+            config, dataset, workdir=run_dir, name=config.optimizer
+        )
+
+    figure = Path(_FIGURE.value) if _FIGURE.value else workdir / "nc_over_training.png"
+    plotting.plot_metrics_over_training(
+        {name: run.history for name, run in runs.items()},
+        figure,
+        title=f"{dataset.name}, {configs[0].model}",
+    )
+    table = format_summary(runs)
+    results.write_text_atomic(workdir / "summary.md", table + "\n")
+    print(table)
+    print(f"\nResults in {workdir}; figure in {figure}")
+
+
+def fail(message: str) -> None:
+    """Print one error line and exit with status 2 (a usage error)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """Parse flags, turning a bad flag into one error line and exit status 2."""
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as error:
+        fail(str(error))
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=parse_flags)

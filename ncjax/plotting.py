@@ -1,0 +1,66 @@
+"""Figures made from run histories (the rows of `metrics.jsonl`)."""
+
+from collections.abc import Mapping, Sequence
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only: no display is needed or assumed.
+from matplotlib import pyplot as plt  # noqa: E402
+
+METRIC_LABELS = {
+    "nc0": r"NC0 $\|W^\top \mathbf{1}\|_2$",
+    "nc1": r"NC1 $\mathrm{tr}(S_W S_B^+)/K$",
+    "nc2": "NC2 (class means to ETF)",
+    "nc3": "NC3 (W to class means)",
+}
+
+
+def plot_metrics_over_training(
+    histories: Mapping[str, Sequence[Mapping[str, Any]]],
+    path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] = ("nc0", "nc1", "nc2", "nc3"),
+    title: str | None = None,
+) -> Path:
+    """Plot each metric against the epoch, one line per run, on log y axes.
+
+    `histories` maps a run name (the legend label) to its evaluation rows.
+    Missing or non-positive values are left out of a line. The PNG is saved
+    through a temporary file and a rename. Returns the path written.
+    """
+    path = Path(path)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
+    axes = [axes] if len(metrics) == 1 else list(axes)
+    for axis, metric in zip(axes, metrics):
+        for name, rows in histories.items():
+            points = [
+                (row["epoch"], row[metric])
+                for row in rows
+                if row.get(metric) is not None and row[metric] > 0
+            ]
+            if points:
+                epochs, values = zip(*points)
+                axis.plot(epochs, values, marker=".", label=name)
+        axis.set_yscale("log")
+        axis.set_xlabel("epoch")
+        axis.set_title(METRIC_LABELS.get(metric, metric))
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
+    os.close(handle)
+    try:
+        fig.savefig(temporary, dpi=120)
+        os.replace(temporary, path)
+    finally:
+        plt.close(fig)
+        Path(temporary).unlink(missing_ok=True)
+    return path

@@ -6,10 +6,9 @@ from pathlib import Path
 import tempfile
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # Files only: no display is needed or assumed.
-from matplotlib import pyplot as plt  # noqa: E402
+# Figure objects without pyplot: no global state, and no GUI backend is
+# selected, so importing ncjax leaves a notebook's backend alone.
+from matplotlib.figure import Figure
 
 METRIC_LABELS = {
     "nc0": r"NC0 $\|W^\top \mathbf{1}\|_2$",
@@ -33,8 +32,8 @@ def plot_metrics_over_training(
     through a temporary file and a rename. Returns the path written.
     """
     path = Path(path)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6))
-    axes = [axes] if len(metrics) == 1 else list(axes)
+    fig = Figure(figsize=(4.2 * len(metrics), 3.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for axis, metric in zip(axes, metrics):
         for name, rows in histories.items():
             points = [
@@ -61,6 +60,5 @@ def plot_metrics_over_training(
         fig.savefig(temporary, dpi=120)
         os.replace(temporary, path)
     finally:
-        plt.close(fig)
         Path(temporary).unlink(missing_ok=True)
     return path

@@ -12,9 +12,9 @@ MNIST from IDX files in a directory:
       --samples_per_class=100 --optimizer=adam,adamw --epochs=30 \
       --workdir=/tmp/mnist
 
-What it shows: with coupled weight decay (sgd, adam, signum) NC0, the norm of
-the sum of the classifier rows, falls by orders of magnitude; with decoupled
-decay (adamw, signumw) it stays large. Each run writes `config.json`,
+What it shows: with coupled weight decay (sgd, adam, signum), NC0 falls by
+orders of magnitude. NC0 is the norm of the sum of the classifier rows. With
+decoupled decay (adamw, signumw) it stays large. Each run writes `config.json`,
 `metrics.jsonl` (one row per evaluation) and `summary.json` under
 `workdir/<optimizer>/`; the figure of NC0 to NC3 over training goes to
 `workdir/nc_over_training.png`. A finished run with the same configuration
@@ -182,7 +182,7 @@ def load_data(config: training.TrainConfig) -> data_lib.Dataset:
 
 
 def finished_run(run_dir: Path, config: training.TrainConfig):
-    """Return the stored history if `run_dir` holds a finished run of `config`."""
+    """Return the stored history if `run_dir` contains a finished run of `config`."""
     try:
         stored = results.read_json(run_dir / results.CONFIG_FILE)
         summary = results.read_json(run_dir / results.SUMMARY_FILE)

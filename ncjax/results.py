@@ -1,6 +1,6 @@
 """Run result files: written atomically, read back for tables and figures.
 
-A run directory holds `config.json` (the resolved configuration),
+A run directory contains `config.json` (the resolved configuration),
 `metrics.jsonl` (one JSON object per evaluation) and `summary.json` (status
 and final metrics), the last written only when the run has ended. Each file
 is written to a temporary name in the same directory and renamed, so a crash

@@ -178,7 +178,7 @@ def make_train_epoch(
 
     The function maps (params, rest, opt_state, x, y, key) to
     (params, rest, opt_state, losses), where `rest` is the model's non-trainable
-    state and `losses` holds the minibatch loss of every step.
+    state and `losses` contains the minibatch loss of every step.
     """
 
     def loss_fn(params, rest, x, y):

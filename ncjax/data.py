@@ -336,14 +336,18 @@ def balanced_subset(
     permutation = np.random.default_rng(seed).permutation(len(y))
     permuted_labels = y[permutation]
 
+    class_positions = {
+        label: np.flatnonzero(permuted_labels == label) for label in classes
+    }
+    smallest = min(class_positions, key=lambda label: len(class_positions[label]))
+    if len(class_positions[smallest]) < samples_per_class:
+        raise DataError(
+            f"samples_per_class={samples_per_class} is invalid: class {smallest}"
+            f" has only {len(class_positions[smallest])} examples; expected a"
+            f" value <= {len(class_positions[smallest])}"
+        )
     keep = np.zeros(len(y), dtype=bool)
-    for label in classes:
-        positions = np.flatnonzero(permuted_labels == label)
-        if len(positions) < samples_per_class:
-            raise DataError(
-                f"class {label} has {len(positions)} examples, fewer than the"
-                f" {samples_per_class} requested per class"
-            )
+    for positions in class_positions.values():
         keep[positions[:samples_per_class]] = True
 
     selected = permutation[keep]

@@ -63,7 +63,7 @@ class TrainConfig:
         if self.samples_per_class is not None and self.samples_per_class < 1:
             raise ValueError(
                 f"samples_per_class={self.samples_per_class} is invalid; "
-                "expected an integer >= 1 or None for the whole split"
+                "expected an integer >= 1, or no value for the whole split"
             )
         if self.metrics_dtype not in METRICS_DTYPES:
             raise ValueError(
@@ -105,6 +105,9 @@ class RunResult:
     history: list[dict[str, Any]]
     status: str  # "completed" or "diverged"
     diverged_at_step: int | None = None
+    # The trained model in training mode, or None for a run read from disk.
+    # A diverged run keeps its parameters from before the bad epoch.
+    model: nnx.Module | None = None
 
     @property
     def final(self) -> dict[str, Any]:
@@ -388,7 +391,7 @@ def train_and_evaluate(
     record(0)
     for epoch in range(1, config.epochs + 1):
         key, epoch_key = jax.random.split(key)
-        params, rest, opt_state, losses = train_epoch(
+        new_params, new_rest, new_opt_state, losses = train_epoch(
             params, rest, opt_state, x_train, y_train, epoch_key
         )
         losses = np.asarray(losses)
@@ -397,14 +400,17 @@ def train_and_evaluate(
             status = "diverged"
             diverged_at = (epoch - 1) * num_steps + int(bad[0]) + 1
             logging.warning(
-                "%s diverged: the training loss is %s at step %d (epoch %d); "
-                "stopping this run", name, losses[bad[0]], diverged_at, epoch,
+                "%s diverged: the training loss is %s at step %d (epoch %d), so "
+                "this run stops here", name, losses[bad[0]], diverged_at, epoch,
             )
             break
+        params, rest, opt_state = new_params, new_rest, new_opt_state
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             record(epoch)
 
-    result = RunResult(config, history, status, diverged_at)
+    result = RunResult(
+        config, history, status, diverged_at, model=nnx.merge(graphdef, params, rest)
+    )
     if workdir is not None:
         summary = {"name": name, "status": status, "diverged_at_step": diverged_at,
                    "epochs_completed": history[-1]["epoch"], "final": history[-1],

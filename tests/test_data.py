@@ -423,8 +423,9 @@ def test_balanced_subset_too_many(digits):
     with pytest.raises(data.DataError) as error:
         data.balanced_subset(digits.x_train, digits.y_train, available + 1, seed=0)
     message = str(error.value)
-    assert f"class {smallest_class} has {available} examples" in message
-    assert f"{available + 1} requested" in message
+    assert f"samples_per_class={available + 1} is invalid" in message
+    assert f"class {smallest_class} has only {available} examples" in message
+    assert f"expected a value <= {available}" in message
 
 
 @pytest.mark.parametrize("samples_per_class", [0, -3])
@@ -436,7 +437,7 @@ def test_balanced_subset_nonpositive(samples_per_class):
 
 
 def test_balanced_subset_absent_class():
-    with pytest.raises(data.DataError, match="class 2 has 0 examples"):
+    with pytest.raises(data.DataError, match="class 2 has only 0 examples"):
         data.balanced_subset(
             np.zeros(4), np.array([0, 0, 1, 1]), 1, seed=0, num_classes=3
         )

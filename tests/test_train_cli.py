@@ -136,3 +136,33 @@ def test_mix_takes_coupled_weight_decay(tmp_path):
     config = results.read_json(workdir / "adam_adamw" / results.CONFIG_FILE)
     assert config["coupled_weight_decay"] == 0.004
     assert config["weight_decay"] == 0.01
+
+
+def test_data_dir_with_digits_rejected(tmp_path):
+    result = run_train(f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}")
+    assert_usage_error(result, f"--data_dir={tmp_path}", "--dataset=mnist")
+    assert not (tmp_path / "run").exists()
+
+
+def test_workdir_that_is_a_file(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("not a directory")
+    result = run_train(f"--workdir={afile}")
+    assert_usage_error(result, str(afile), "not a directory")
+    nested = run_train(f"--workdir={afile / 'run'}")
+    assert_usage_error(nested, str(afile))
+
+
+def test_other_config_in_run_folder_needs_rerun(tmp_path):
+    workdir = tmp_path / "run"
+    common = ("--optimizer=sgd", "--epochs=1", "--hidden_sizes=16", f"--workdir={workdir}")
+    assert run_train(*common).returncode == 0
+    before = (workdir / "sgd" / results.METRICS_FILE).read_bytes()
+
+    changed = run_train(*common, "--learning_rate=0.5")
+    assert_usage_error(changed, str(workdir / "sgd"), "learning_rate 0.01 -> 0.5", "--rerun")
+    assert (workdir / "sgd" / results.METRICS_FILE).read_bytes() == before
+
+    replaced = run_train(*common, "--learning_rate=0.5", "--rerun")
+    assert replaced.returncode == 0, replaced.stderr
+    assert results.read_json(workdir / "sgd" / results.CONFIG_FILE)["learning_rate"] == 0.5

@@ -68,10 +68,16 @@ def test_workdir_files_parse(tmp_path):
 
 
 def test_clusters_are_learned():
-    run = training.train_and_evaluate(small_config(epochs=20, eval_every=20), make_clusters())
+    dataset = make_clusters()
+    run = training.train_and_evaluate(small_config(epochs=20, eval_every=20), dataset)
     assert run.final["train_accuracy"] == 1.0
     assert run.final["test_accuracy"] == 1.0
     assert run.final["train_loss"] < run.history[0]["train_loss"]
+
+    # The returned model is the trained one: re-evaluating it gives the final row.
+    row = training.evaluate(run.model, dataset, batch_size=32)
+    np.testing.assert_allclose(row["nc0"], run.final["nc0"], rtol=1e-12)
+    np.testing.assert_allclose(row["train_loss"], run.final["train_loss"], rtol=1e-12)
 
 
 def test_divergence_is_recorded(tmp_path):
@@ -82,6 +88,9 @@ def test_divergence_is_recorded(tmp_path):
     summary = results.read_json(tmp_path / results.SUMMARY_FILE)
     assert summary["status"] == "diverged"
     assert summary["diverged_at_step"] == run.diverged_at_step
+    # The model keeps the last finite parameters.
+    W = run.model.classifier.kernel[...]
+    assert np.all(np.isfinite(np.asarray(W)))
 
 
 def test_evaluate_matches_one_shot_metrics():

@@ -8,9 +8,10 @@ batches (two passes of the streaming accumulator) and NC4 over the test
 split.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 import contextlib
 import dataclasses
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,9 @@ from ncjax import optimizers
 from ncjax import results
 
 METRICS_DTYPES = ("float32", "float64")
+
+# Optimizers whose decay is split into a coupled and a decoupled part.
+MIX_OPTIMIZERS = ("adam_adamw", "sgd_sgdw", "signum_signumw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,10 +88,11 @@ class TrainConfig:
                 f"unknown optimizer {self.optimizer!r}; "
                 f"expected one of: {', '.join(optimizers.OPTIMIZERS)}"
             )
-        if self.coupled_weight_decay is not None and self.optimizer != "adam_adamw":
+        if self.coupled_weight_decay is not None and not is_mix_optimizer(self.optimizer):
             raise ValueError(
                 f"coupled_weight_decay={self.coupled_weight_decay} is set for "
-                f"optimizer {self.optimizer!r}; it applies only to adam_adamw"
+                f"optimizer {self.optimizer!r}; it applies only to "
+                f"{', '.join(MIX_OPTIMIZERS)}"
             )
         optimizers.validate_hyperparameters(
             learning_rate=self.learning_rate,
@@ -154,35 +159,61 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     return num_examples // batch_size
 
 
-def build_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
-    """Create the configured optimizer with the step-decay schedule."""
-    schedule = optimizers.step_decay_schedule(
-        config.learning_rate, config.epochs, num_steps_per_epoch
-    )
+def is_mix_optimizer(name: str) -> bool:
+    """Return whether `name` takes a coupled part of the decay as a hyperparameter."""
+    return name in MIX_OPTIMIZERS
+
+
+def make_optimizer(
+    name: str,
+    *,
+    epochs: int,
+    num_steps_per_epoch: int,
+    learning_rate: Any,
+    momentum: Any,
+    weight_decay: Any,
+    coupled_weight_decay: Any = None,
+) -> optax.GradientTransformation:
+    """Create optimizer `name` with the step-decay schedule.
+
+    The hyperparameters may be Python numbers or traced JAX scalars, so one
+    compiled program can serve a grid of values.
+    """
+    schedule = optimizers.step_decay_schedule(learning_rate, epochs, num_steps_per_epoch)
     kwargs = {}
-    if config.optimizer == "adam_adamw":
-        kwargs["coupled_weight_decay"] = config.coupled_weight_decay or 0.0
+    if is_mix_optimizer(name):
+        kwargs["coupled_weight_decay"] = (
+            0.0 if coupled_weight_decay is None else coupled_weight_decay
+        )
     return optimizers.create_optimizer(
-        config.optimizer,
+        name,
         learning_rate=schedule,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
+        momentum=momentum,
+        weight_decay=weight_decay,
         **kwargs,
     )
 
 
-def make_train_epoch(
+def build_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
+    """Create the configured optimizer with the step-decay schedule."""
+    return make_optimizer(
+        config.optimizer,
+        epochs=config.epochs,
+        num_steps_per_epoch=num_steps_per_epoch,
+        learning_rate=config.learning_rate,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        coupled_weight_decay=config.coupled_weight_decay,
+    )
+
+
+def _epoch_function(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     num_steps: int,
     batch_size: int,
 ) -> Callable[..., Any]:
-    """Return a jitted function that runs one shuffled epoch of `num_steps` steps.
-
-    The function maps (params, rest, opt_state, x, y, key) to
-    (params, rest, opt_state, losses), where `rest` is the model's non-trainable
-    state and `losses` contains the minibatch loss of every step.
-    """
+    """Return the unjitted (params, rest, opt_state, x, y, key) -> (..., losses) epoch."""
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
@@ -200,7 +231,6 @@ def make_train_epoch(
         params = optax.apply_updates(params, updates)
         return (params, rest, opt_state, x, y), loss
 
-    @jax.jit
     def train_epoch(params, rest, opt_state, x, y, key):
         order = jax.random.permutation(key, x.shape[0])
         batches = order[: num_steps * batch_size].reshape(num_steps, batch_size)
@@ -209,6 +239,46 @@ def make_train_epoch(
         return params, rest, opt_state, losses
 
     return train_epoch
+
+
+def make_train_epoch(
+    graphdef: nnx.GraphDef,
+    tx: optax.GradientTransformation,
+    num_steps: int,
+    batch_size: int,
+) -> Callable[..., Any]:
+    """Return a jitted function that runs one shuffled epoch of `num_steps` steps.
+
+    The function maps (params, rest, opt_state, x, y, key) to
+    (params, rest, opt_state, losses), where `rest` is the model's non-trainable
+    state and `losses` contains the minibatch loss of every step.
+    """
+    return jax.jit(_epoch_function(graphdef, tx, num_steps, batch_size))
+
+
+def make_grid_train_epoch(
+    graphdef: nnx.GraphDef,
+    make_tx: Callable[[dict[str, jax.Array]], optax.GradientTransformation],
+    num_steps: int,
+    batch_size: int,
+) -> Callable[..., Any]:
+    """Return one jitted program that runs an epoch for every member of a grid.
+
+    The function maps (params, rest, opt_state, hyperparameters, x, y, keys)
+    to (params, rest, opt_state, losses). Every argument but `x` and `y` has a
+    leading grid axis, and `hyperparameters` is a dict of traced scalars per
+    member that `make_tx` turns into that member's optimizer. A new grid of
+    the same size with other values reuses the compiled program.
+    """
+
+    def member_epoch(params, rest, opt_state, hyperparameters, x, y, key):
+        tx = make_tx(hyperparameters)
+        return _epoch_function(graphdef, tx, num_steps, batch_size)(
+            params, rest, opt_state, x, y, key
+        )
+
+    grid_epoch = jax.vmap(member_epoch, in_axes=(0, 0, 0, 0, None, None, 0))
+    return jax.jit(grid_epoch)
 
 
 def _padded_batches(
@@ -231,6 +301,7 @@ def _padded_batches(
         yield xb, yb, weights
 
 
+@functools.lru_cache(maxsize=16)
 def make_forward(graphdef: nnx.GraphDef) -> Callable[..., Any]:
     """Return a jitted (params, rest, x, y, weights) -> (features, loss_sum, correct_sum)."""
 
@@ -324,6 +395,79 @@ def _log_row(name: str, row: dict[str, Any], epochs: int) -> None:
     )
 
 
+class _RunLog:
+    """History, log lines and result files of one run.
+
+    With a workdir, the configuration is written at the start, the metrics
+    file is rewritten atomically after each evaluation, and the summary is
+    written when the run ends.
+    """
+
+    def __init__(self, config, dataset, name, workdir):
+        self.config = config
+        self.dataset = dataset
+        self.name = name
+        self.workdir = Path(workdir) if workdir is not None else None
+        self.history: list[dict[str, Any]] = []
+        self.start = time.perf_counter()
+        if self.workdir is not None:
+            results.write_json(
+                self.workdir / results.CONFIG_FILE,
+                {**dataclasses.asdict(config), "num_classes": dataset.num_classes,
+                 "num_train": int(dataset.x_train.shape[0]),
+                 "num_test": int(dataset.x_test.shape[0])},
+            )
+
+    def record(self, model, epoch, num_steps, forward) -> None:
+        row = {"epoch": epoch, "step": epoch * num_steps}
+        row.update(evaluate(model, self.dataset, batch_size=self.config.eval_batch_size,
+                            metrics_dtype=self.config.metrics_dtype, forward=forward))
+        row["time_s"] = time.perf_counter() - self.start
+        self.history.append(row)
+        _log_row(self.name, row, self.config.epochs)
+        if self.workdir is not None:
+            results.write_jsonl(self.workdir / results.METRICS_FILE, self.history)
+
+    def diverged(self, losses, epoch, num_steps) -> int:
+        """Log the first non-finite loss of `epoch` and return its global step."""
+        first_bad = int(np.flatnonzero(~np.isfinite(losses))[0])
+        step = (epoch - 1) * num_steps + first_bad + 1
+        logging.warning(
+            "%s diverged: the training loss is %s at step %d (epoch %d), so "
+            "this run stops here", self.name, losses[first_bad], step, epoch,
+        )
+        return step
+
+    def finish(self, status, diverged_at, model) -> RunResult:
+        if self.workdir is not None:
+            summary = {"name": self.name, "status": status,
+                       "diverged_at_step": diverged_at,
+                       "epochs_completed": self.history[-1]["epoch"],
+                       "final": self.history[-1], "initial": self.history[0]}
+            results.write_json(self.workdir / results.SUMMARY_FILE, summary)
+        return RunResult(self.config, self.history, status, diverged_at, model=model)
+
+
+def _inference_forward(graphdef, params, rest):
+    """Return `make_forward` for the inference-mode graph of a model."""
+    model = nnx.merge(graphdef, params, rest)
+    model.eval()
+    return make_forward(nnx.graphdef(model))
+
+
+def _create_split_model(config: TrainConfig, dataset: data_lib.Dataset):
+    model = models.create_model(
+        config.model,
+        dataset.x_train.shape[1:],
+        dataset.num_classes,
+        seed=config.seed,
+        hidden_sizes=config.hidden_sizes,
+        batch_norm=config.batch_norm,
+    )
+    model.train()
+    return nnx.split(model, nnx.Param, ...)
+
+
 def train_and_evaluate(
     config: TrainConfig,
     dataset: data_lib.Dataset,
@@ -339,81 +483,164 @@ def train_and_evaluate(
     is returned and recorded with status "diverged" and the first bad step.
     """
     config.validate()
-    name = name or config.optimizer
-    workdir = Path(workdir) if workdir is not None else None
-    if workdir is not None:
-        results.write_json(
-            workdir / results.CONFIG_FILE,
-            {**dataclasses.asdict(config), "num_classes": dataset.num_classes,
-             "num_train": int(dataset.x_train.shape[0]),
-             "num_test": int(dataset.x_test.shape[0])},
-        )
-
+    log = _RunLog(config, dataset, name or config.optimizer, workdir)
     num_steps = steps_per_epoch(dataset.x_train.shape[0], config.batch_size)
     tx = build_optimizer(config, num_steps)
-    model = models.create_model(
-        config.model,
-        dataset.x_train.shape[1:],
-        dataset.num_classes,
-        seed=config.seed,
-        hidden_sizes=config.hidden_sizes,
-        batch_norm=config.batch_norm,
-    )
-    model.train()
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, rest = _create_split_model(config, dataset)
     opt_state = tx.init(params)
     train_epoch = make_train_epoch(graphdef, tx, num_steps, config.batch_size)
+    forward = _inference_forward(graphdef, params, rest)
     x_train = jnp.asarray(dataset.x_train)
     y_train = jnp.asarray(dataset.y_train)
     key = jax.random.key(config.seed)
-    eval_forward = None
 
-    history: list[dict[str, Any]] = []
     status, diverged_at = "completed", None
-    start = time.perf_counter()
-
-    def record(epoch: int) -> None:
-        nonlocal eval_forward
-        current = nnx.merge(graphdef, params, rest)
-        if eval_forward is None:
-            current.eval()
-            eval_forward = make_forward(nnx.graphdef(current))
-            current.train()
-        row = {"epoch": epoch, "step": epoch * num_steps}
-        row.update(evaluate(current, dataset, batch_size=config.eval_batch_size,
-                            metrics_dtype=config.metrics_dtype, forward=eval_forward))
-        row["time_s"] = time.perf_counter() - start
-        history.append(row)
-        _log_row(name, row, config.epochs)
-        if workdir is not None:
-            results.write_jsonl(workdir / results.METRICS_FILE, history)
-
-    record(0)
+    log.record(nnx.merge(graphdef, params, rest), 0, num_steps, forward)
     for epoch in range(1, config.epochs + 1):
         key, epoch_key = jax.random.split(key)
         new_params, new_rest, new_opt_state, losses = train_epoch(
             params, rest, opt_state, x_train, y_train, epoch_key
         )
         losses = np.asarray(losses)
-        bad = np.flatnonzero(~np.isfinite(losses))
-        if bad.size:
-            status = "diverged"
-            diverged_at = (epoch - 1) * num_steps + int(bad[0]) + 1
-            logging.warning(
-                "%s diverged: the training loss is %s at step %d (epoch %d), so "
-                "this run stops here", name, losses[bad[0]], diverged_at, epoch,
-            )
+        if not np.all(np.isfinite(losses)):
+            status, diverged_at = "diverged", log.diverged(losses, epoch, num_steps)
             break
         params, rest, opt_state = new_params, new_rest, new_opt_state
         if epoch % config.eval_every == 0 or epoch == config.epochs:
-            record(epoch)
+            log.record(nnx.merge(graphdef, params, rest), epoch, num_steps, forward)
+    return log.finish(status, diverged_at, nnx.merge(graphdef, params, rest))
 
-    result = RunResult(
-        config, history, status, diverged_at, model=nnx.merge(graphdef, params, rest)
+
+# Fields that may differ between the members of one grid: they enter the
+# compiled program as traced values. Every other field must be equal.
+GRID_FIELDS = ("learning_rate", "momentum", "weight_decay", "coupled_weight_decay", "seed")
+
+
+def _check_grid(configs: Sequence[TrainConfig]) -> None:
+    if not configs:
+        raise ValueError("configs is empty; expected at least one TrainConfig")
+    for config in configs:
+        config.validate()
+    reference = configs[0]
+    for config in configs[1:]:
+        for field in dataclasses.fields(TrainConfig):
+            if field.name in GRID_FIELDS:
+                continue
+            if getattr(config, field.name) != getattr(reference, field.name):
+                raise ValueError(
+                    f"configs differ in {field.name} ({getattr(reference, field.name)!r} "
+                    f"and {getattr(config, field.name)!r}); a grid may differ only in "
+                    f"{', '.join(GRID_FIELDS)}"
+                )
+
+
+@functools.lru_cache(maxsize=16)
+def _grid_epoch_program(graphdef, optimizer, epochs, num_steps, batch_size):
+    """Return the grid epoch for these static settings, built once and reused.
+
+    Caching the jitted function is what lets a later grid with other values
+    skip tracing and compilation.
+    """
+    make_tx = functools.partial(
+        make_optimizer, optimizer, epochs=epochs, num_steps_per_epoch=num_steps
     )
-    if workdir is not None:
-        summary = {"name": name, "status": status, "diverged_at_step": diverged_at,
-                   "epochs_completed": history[-1]["epoch"], "final": history[-1],
-                   "initial": history[0]}
-        results.write_json(workdir / results.SUMMARY_FILE, summary)
-    return result
+    return make_grid_train_epoch(
+        graphdef, lambda values: make_tx(**values), num_steps, batch_size
+    )
+
+
+def _grid_member(tree, index: int):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+def train_grid(
+    configs: Sequence[TrainConfig],
+    dataset: data_lib.Dataset,
+    *,
+    workdirs: Sequence[str | Path] | None = None,
+    names: Sequence[str] | None = None,
+) -> list[RunResult]:
+    """Train many configurations at once, one vmapped program per epoch.
+
+    The configurations may differ only in `GRID_FIELDS` (learning rate,
+    momentum, weight decay, coupled decay and seed). Those enter the compiled
+    epoch as traced values with a leading grid axis, so the whole grid runs
+    as one program, and another grid of the same size and static fields
+    reuses it. Each member gives the same history as `train_and_evaluate`
+    up to float32 rounding: the same initialisation and data order for its
+    seed, and evaluations at the same epochs. A member whose loss becomes NaN
+    or infinite is recorded as diverged at its first bad step, and the
+    others go on, and its result has no model. Memory grows linearly with
+    the grid size (parameters and optimizer state of every member).
+    """
+    _check_grid(configs)
+    config = configs[0]
+    names = list(names) if names is not None else [c.optimizer for c in configs]
+    workdirs = list(workdirs) if workdirs is not None else [None] * len(configs)
+    if len(names) != len(configs) or len(workdirs) != len(configs):
+        raise ValueError(
+            f"got {len(configs)} configs, {len(names)} names and {len(workdirs)} "
+            "workdirs; expected one name and one workdir per config"
+        )
+    logs = [
+        _RunLog(member, dataset, name, workdir)
+        for member, name, workdir in zip(configs, names, workdirs)
+    ]
+    num_steps = steps_per_epoch(dataset.x_train.shape[0], config.batch_size)
+
+    split_models = [_create_split_model(member, dataset) for member in configs]
+    graphdef = split_models[0][0]
+    params = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[m[1] for m in split_models])
+    rest = jax.tree.map(lambda *leaves: jnp.stack(leaves), *[m[2] for m in split_models])
+    hyperparameters = {
+        "learning_rate": jnp.asarray([c.learning_rate for c in configs], jnp.float32),
+        "momentum": jnp.asarray([c.momentum for c in configs], jnp.float32),
+        "weight_decay": jnp.asarray([c.weight_decay for c in configs], jnp.float32),
+        "coupled_weight_decay": jnp.asarray(
+            [c.coupled_weight_decay or 0.0 for c in configs], jnp.float32
+        ),
+    }
+
+    make_tx = functools.partial(
+        make_optimizer, config.optimizer, epochs=config.epochs,
+        num_steps_per_epoch=num_steps,
+    )
+    opt_state = jax.vmap(lambda p, values: make_tx(**values).init(p))(params, hyperparameters)
+    grid_epoch = _grid_epoch_program(
+        graphdef, config.optimizer, config.epochs, num_steps, config.batch_size
+    )
+    forward = _inference_forward(graphdef, *split_models[0][1:])
+    x_train = jnp.asarray(dataset.x_train)
+    y_train = jnp.asarray(dataset.y_train)
+    keys = jnp.stack([jax.random.key(c.seed) for c in configs])
+
+    def member_model(index):
+        return nnx.merge(graphdef, _grid_member(params, index), _grid_member(rest, index))
+
+    status = ["completed"] * len(configs)
+    diverged_at: list[int | None] = [None] * len(configs)
+    for index, log in enumerate(logs):
+        log.record(member_model(index), 0, num_steps, forward)
+    for epoch in range(1, config.epochs + 1):
+        split_keys = jax.vmap(jax.random.split)(keys)
+        keys, epoch_keys = split_keys[:, 0], split_keys[:, 1]
+        params, rest, opt_state, losses = grid_epoch(
+            params, rest, opt_state, hyperparameters, x_train, y_train, epoch_keys
+        )
+        losses = np.asarray(losses)
+        evaluate_now = epoch % config.eval_every == 0 or epoch == config.epochs
+        for index, log in enumerate(logs):
+            if status[index] != "completed":
+                continue
+            if not np.all(np.isfinite(losses[index])):
+                status[index] = "diverged"
+                diverged_at[index] = log.diverged(losses[index], epoch, num_steps)
+            elif evaluate_now:
+                log.record(member_model(index), epoch, num_steps, forward)
+        if all(value == "diverged" for value in status):
+            break
+    return [
+        log.finish(status[index], diverged_at[index],
+                   member_model(index) if status[index] == "completed" else None)
+        for index, log in enumerate(logs)
+    ]

@@ -1,6 +1,7 @@
 """Figures made from run histories (the rows of `metrics.jsonl`)."""
 
 from collections.abc import Mapping, Sequence
+import math
 import os
 from pathlib import Path
 import tempfile
@@ -31,7 +32,6 @@ def plot_metrics_over_training(
     Missing or non-positive values are left out of a line. The PNG is saved
     through a temporary file and a rename. Returns the path written.
     """
-    path = Path(path)
     fig = Figure(figsize=(4.2 * len(metrics), 3.6))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for axis, metric in zip(axes, metrics):
@@ -51,8 +51,13 @@ def plot_metrics_over_training(
     axes[0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    return save_figure(fig, path)
 
+
+def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
+    """Save `fig` as a PNG through a temporary file and a rename; return the path."""
+    path = Path(path)
+    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".png")
     os.close(handle)
@@ -62,3 +67,48 @@ def plot_metrics_over_training(
     finally:
         Path(temporary).unlink(missing_ok=True)
     return path
+
+
+def plot_metrics_against_decay(
+    summaries: Mapping[str, Mapping[float, Mapping[str, tuple[float, float]]]],
+    path: str | os.PathLike,
+    *,
+    metrics: Sequence[str] = ("nc0", "nc3", "nc1", "nc2"),
+    title: str | None = None,
+) -> Path:
+    """Plot the mean of each metric against weight decay with a band of one std.
+
+    `summaries` maps a line label (an optimizer) to {decay: {metric: (mean,
+    std)}}. The x axis is symmetric-log so that decay 0 stays visible next to
+    small positive values; y axes are logarithmic, and a band is clipped
+    where mean - std is not positive.
+    """
+    fig = Figure(figsize=(4.2 * len(metrics), 3.6))
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    positive_decays = sorted(
+        decay for by_decay in summaries.values() for decay in by_decay if decay > 0
+    )
+    linthresh = positive_decays[0] if positive_decays else 1.0
+    for axis, metric in zip(axes, metrics):
+        for label, by_decay in summaries.items():
+            points = sorted(
+                (decay, *values[metric])
+                for decay, values in by_decay.items()
+                if metric in values and math.isfinite(values[metric][0])
+            )
+            if not points:
+                continue
+            decays, means, stds = zip(*points)
+            (line,) = axis.plot(decays, means, marker="o", label=label)
+            lower = [max(mean - std, mean * 1e-3) for mean, std in zip(means, stds)]
+            upper = [mean + std for mean, std in zip(means, stds)]
+            axis.fill_between(decays, lower, upper, color=line.get_color(), alpha=0.2)
+        axis.set_xscale("symlog", linthresh=linthresh)
+        axis.set_yscale("log")
+        axis.set_xlabel("weight decay")
+        axis.set_title(METRIC_LABELS.get(metric, metric))
+        axis.grid(True, which="both", alpha=0.3)
+    axes[0].legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)

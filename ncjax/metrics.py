@@ -490,9 +490,24 @@ def simplex_etf(num_classes: int, dtype=None) -> Array:
     return centring / jnp.sqrt(jnp.asarray(K - 1, centring.dtype))
 
 
+# Under jax.vmap, jaxlib 0.10.2 on CPU decomposes a batch of matrices with a
+# parallel loop on XLA's intra-op thread pool. Two such batched SVDs running
+# at once can each wait for pool threads held by the other, and the program
+# hangs (seen with vmapped UFM grids on 2 cores). Decomposing the batch one
+# matrix at a time inside the program avoids it.
+@jax.custom_batching.sequential_vmap
+def _svd(A: Array) -> tuple[Array, Array, Array]:
+    return jnp.linalg.svd(A, full_matrices=False)
+
+
+@jax.custom_batching.sequential_vmap
+def _svd_values(A: Array) -> Array:
+    return jnp.linalg.svd(A, compute_uv=False)
+
+
 def singular_values(A: Array) -> Array:
     """Return the singular values of ``A`` in descending order."""
-    return jnp.linalg.svd(A, compute_uv=False)
+    return _svd_values(A)
 
 
 def _off_diagonal_mean(matrix: Array) -> Array:
@@ -567,7 +582,9 @@ def nc1(S_W: Array, S_B: Array, num_classes: int) -> Array:
     """
     p = S_B.shape[0]
     cutoff = 10 * p * jnp.finfo(S_B.dtype).eps
-    S_B_pinv = jnp.linalg.pinv(S_B, rtol=cutoff)
+    U, s, Vt = _svd(S_B)
+    inverse = jnp.where(s > cutoff * s[0], 1 / jnp.where(s > 0, s, 1), 0)
+    S_B_pinv = _matmul(Vt.T * inverse, U.T)
     return jnp.sum(S_W * S_B_pinv.T) / num_classes
 
 
@@ -580,7 +597,7 @@ def nc1_svd(S_W: Array, S_B: Array, num_classes: int) -> Array:
     """
     p = S_B.shape[0]
     rank = min(num_classes - 1, p)
-    _, s, Vt = jnp.linalg.svd(S_B)
+    _, s, Vt = _svd(S_B)
     V_r = Vt[:rank].T
     # diag(V_r^T S_W V_r), without forming the product.
     projected_variances = jnp.einsum(

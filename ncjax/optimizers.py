@@ -8,8 +8,12 @@ Every optimizer here is an Optax chain, and the position of
   averaged, rescaled or signed together with the gradient.
 * Decoupled (``sgdw``, ``adamw``, ``signumw``): :math:`\lambda w` is added
   *after* that block, next to the step it produced.
+* Mixes (``sgd_sgdw``, ``adam_adamw``, ``signum_signumw``): a part
+  :math:`\lambda_c` of the decay is added before the block and the rest,
+  :math:`\lambda - \lambda_c`, after it. ``split_decay_optimizer`` builds
+  a family's mix from the share :math:`\lambda_c / \lambda`.
 
-In both cases the learning rate (constant or scheduled) multiplies the whole
+In every case the learning rate (constant or scheduled) multiplies the whole
 update, decay included, as in PyTorch's ``SGD``, ``Adam`` and ``AdamW``.
 
 For a softmax cross-entropy loss the gradient with respect to the classifier
@@ -385,6 +389,105 @@ def adam_adamw(
     )
 
 
+def sgd_sgdw(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: jax.typing.ArrayLike = 0.0,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    coupled_weight_decay: jax.typing.ArrayLike = 0.0,
+    *,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""SGD with the weight decay split into a coupled and a decoupled part.
+
+    The coupled part :math:`\lambda_c` enters the momentum buffer and the
+    rest, :math:`\lambda - \lambda_c`, is added after it:
+
+    .. math::
+
+        v_t = \mu v_{t-1} + (g_t + \lambda_c w_{t-1}), \qquad
+        w_t = w_{t-1} - \eta_t \left( v_t + (\lambda - \lambda_c) w_{t-1} \right),
+
+    with :math:`v_0 = 0`. ``coupled_weight_decay=0`` is :func:`sgdw` and
+    ``coupled_weight_decay=weight_decay`` is :func:`sgd`.
+
+    Args:
+        learning_rate: :math:`\eta`, a constant or an ``optax.Schedule``.
+        momentum: :math:`\mu`; 0 gives plain gradient descent.
+        weight_decay: :math:`\lambda`, the total decay.
+        coupled_weight_decay: :math:`\lambda_c`, in [0, weight_decay].
+        mask: selects the parameters that decay (all by default), for both
+            parts, as in ``optax.add_decayed_weights``.
+
+    Returns:
+        The chain ``add_decayed_weights -> trace -> add_decayed_weights
+        -> scale_by_learning_rate``.
+    """
+    validate_hyperparameters(
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        coupled_weight_decay=coupled_weight_decay,
+    )
+    decoupled_weight_decay = weight_decay - coupled_weight_decay
+    return optax.chain(
+        optax.add_decayed_weights(coupled_weight_decay, mask),
+        optax.trace(decay=momentum),
+        optax.add_decayed_weights(decoupled_weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
+def signum_signumw(
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: jax.typing.ArrayLike = 0.9,
+    weight_decay: jax.typing.ArrayLike = 0.0,
+    coupled_weight_decay: jax.typing.ArrayLike = 0.0,
+    *,
+    mask: MaskOrFn = None,
+) -> optax.GradientTransformationExtraArgs:
+    r"""Signum with the weight decay split into a coupled and a decoupled part.
+
+    The coupled part :math:`\lambda_c` enters the moving average, and so the
+    sign, while the rest, :math:`\lambda - \lambda_c`, is added unsigned
+    after it:
+
+    .. math::
+
+        m_t = \beta m_{t-1} + (1 - \beta) (g_t + \lambda_c w_{t-1}), \qquad
+        w_t = w_{t-1} - \eta_t \left( \operatorname{sign}(m_t)
+              + (\lambda - \lambda_c) w_{t-1} \right),
+
+    with :math:`m_0 = 0`. ``coupled_weight_decay=0`` is :func:`signumw` and
+    ``coupled_weight_decay=weight_decay`` is :func:`signum`.
+
+    Args:
+        learning_rate: :math:`\eta`, a constant or an ``optax.Schedule``.
+        momentum: :math:`\beta`, in [0, 1).
+        weight_decay: :math:`\lambda`, the total decay.
+        coupled_weight_decay: :math:`\lambda_c`, in [0, weight_decay].
+        mask: selects the parameters that decay (all by default), for both
+            parts, as in ``optax.add_decayed_weights``.
+
+    Returns:
+        The chain ``add_decayed_weights -> ema -> scale_by_sign ->
+        add_decayed_weights -> scale_by_learning_rate``.
+    """
+    validate_hyperparameters(
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        coupled_weight_decay=coupled_weight_decay,
+    )
+    decoupled_weight_decay = weight_decay - coupled_weight_decay
+    return optax.chain(
+        optax.add_decayed_weights(coupled_weight_decay, mask),
+        optax.ema(decay=momentum, debias=False),
+        optax.scale_by_sign(),
+        optax.add_decayed_weights(decoupled_weight_decay, mask),
+        optax.scale_by_learning_rate(learning_rate),
+    )
+
+
 def step_decay_schedule(
     learning_rate: jax.typing.ArrayLike,
     total_epochs: int,
@@ -440,7 +543,23 @@ OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
     "signum": signum,
     "signumw": signumw,
     "adam_adamw": adam_adamw,
+    "sgd_sgdw": sgd_sgdw,
+    "signum_signumw": signum_signumw,
 }
+
+MIX_OPTIMIZERS = ("adam_adamw", "sgd_sgdw", "signum_signumw")
+"""Names in ``OPTIMIZERS`` that take ``coupled_weight_decay``."""
+
+FAMILIES: dict[str, tuple[str, float]] = {
+    "sgd": ("sgd_sgdw", 1.0),
+    "sgdw": ("sgd_sgdw", 0.0),
+    "adam": ("adam_adamw", 1.0),
+    "adamw": ("adam_adamw", 0.0),
+    "signum": ("signum_signumw", 1.0),
+    "signumw": ("signum_signumw", 0.0),
+}
+"""For each coupled or decoupled optimizer, its mix and the coupled share of
+the decay at which the mix reduces to it."""
 
 
 def create_optimizer(
@@ -460,8 +579,9 @@ def create_optimizer(
         learning_rate: a constant or an ``optax.Schedule``.
         momentum: momentum, or ``b1`` for the Adam variants.
         weight_decay: total weight decay.
-        coupled_weight_decay: only for ``adam_adamw``, the coupled share of
-            ``weight_decay``; ``None`` there means 0, which is AdamW.
+        coupled_weight_decay: only for the names in ``MIX_OPTIMIZERS``, the
+            coupled part of ``weight_decay``; ``None`` there means 0, the
+            decoupled optimizer.
         mask: selects the parameters that decay (all by default).
         **options: further keyword arguments of the constructor, such as
             ``b2`` and ``eps`` for the Adam variants.
@@ -471,16 +591,16 @@ def create_optimizer(
 
     Raises:
         ValueError: for an unknown name, for ``coupled_weight_decay`` given
-            to another optimizer than ``adam_adamw``, or for a hyperparameter
-            out of range.
+            to an optimizer outside ``MIX_OPTIMIZERS``, or for a
+            hyperparameter out of range.
     """
     if name not in OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; expected one of: {', '.join(OPTIMIZERS)}")
     if coupled_weight_decay is not None:
-        if name != "adam_adamw":
+        if name not in MIX_OPTIMIZERS:
             raise ValueError(
                 f"coupled_weight_decay={coupled_weight_decay} is invalid for optimizer {name!r};"
-                " it applies only to 'adam_adamw'"
+                f" it applies only to {', '.join(map(repr, MIX_OPTIMIZERS))}"
             )
         options["coupled_weight_decay"] = coupled_weight_decay
     constructor = OPTIMIZERS[name]
@@ -489,6 +609,63 @@ def create_optimizer(
         momentum=momentum,
         weight_decay=weight_decay,
         mask=mask,
+        **options,
+    )
+
+
+def split_decay_optimizer(
+    name: str,
+    *,
+    learning_rate: optax.ScalarOrSchedule,
+    momentum: jax.typing.ArrayLike,
+    weight_decay: jax.typing.ArrayLike,
+    coupled_share: jax.typing.ArrayLike | None = None,
+    **options: Any,
+) -> optax.GradientTransformationExtraArgs:
+    """Build the mix of optimizer ``name``'s family with a chosen coupled share.
+
+    The returned chain is the family's mix (``sgd_sgdw``, ``adam_adamw`` or
+    ``signum_signumw``) with ``coupled_weight_decay = coupled_share *
+    weight_decay``. Every hyperparameter, the share included, may be a traced
+    scalar, so one compiled program can sweep from coupled to decoupled decay.
+
+    Args:
+        name: a key of ``FAMILIES`` or a name in ``MIX_OPTIMIZERS``.
+        learning_rate: a constant or an ``optax.Schedule``.
+        momentum: momentum, or ``b1`` for the Adam family.
+        weight_decay: total weight decay.
+        coupled_share: the fraction of ``weight_decay`` added to the gradient,
+            in [0, 1]. ``None`` gives the named optimizer's own share: 1 for
+            ``sgd``, ``adam`` and ``signum``, 0 for the decoupled optimizers
+            and for the mix names.
+        **options: further keyword arguments of the mix, such as ``mask``, or
+            ``b2`` and ``eps`` for the Adam family.
+
+    Returns:
+        The mix's ``optax.GradientTransformation``. At the name's own share it
+        computes the same updates as ``OPTIMIZERS[name]``.
+
+    Raises:
+        ValueError: for a name outside ``FAMILIES`` and ``MIX_OPTIMIZERS``, or
+            for a hyperparameter given as a Python number out of range.
+    """
+    if name in FAMILIES:
+        mix_name, default_share = FAMILIES[name]
+    elif name in MIX_OPTIMIZERS:
+        mix_name, default_share = name, 0.0
+    else:
+        raise ValueError(
+            f"unknown optimizer {name!r}; expected one of: {', '.join([*FAMILIES, *MIX_OPTIMIZERS])}"
+        )
+    if coupled_share is None:
+        coupled_share = default_share
+    if _is_python_number(coupled_share) and not 0 <= coupled_share <= 1:
+        raise ValueError(f"coupled_share={coupled_share} is invalid; expected a value in [0, 1]")
+    return OPTIMIZERS[mix_name](
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        coupled_weight_decay=coupled_share * weight_decay,
         **options,
     )
 

@@ -176,6 +176,20 @@ RULE_CASES = [
         dict(beta1=0.9, beta2=0.999, eps=1e-8, coupled_decay=0.2, decoupled_decay=0.3),
         id="adam_adamw",
     ),
+    pytest.param(
+        "sgd_sgdw",
+        dict(learning_rate=0.05, momentum=0.9, weight_decay=0.5, coupled_weight_decay=0.2),
+        _heavy_ball_rule,
+        dict(momentum=0.9, coupled_decay=0.2, decoupled_decay=0.3),
+        id="sgd_sgdw",
+    ),
+    pytest.param(
+        "signum_signumw",
+        dict(learning_rate=0.01, momentum=0.9, weight_decay=0.5, coupled_weight_decay=0.3),
+        _signum_rule,
+        dict(beta=0.9, coupled_decay=0.3, decoupled_decay=0.2),
+        id="signum_signumw",
+    ),
 ]
 
 
@@ -331,7 +345,7 @@ def test_traced_hyperparameters_vmap(float64, name):
     grid = [(0.01, 0.9, 0.05), (0.005, 0.5, 0.5), (0.001, 0.0, 0.0)]
 
     def train(learning_rate, momentum, weight_decay):
-        coupled_weight_decay = weight_decay / 2 if name == "adam_adamw" else None
+        coupled_weight_decay = weight_decay / 2 if name in optimizers.MIX_OPTIMIZERS else None
         optimizer = optimizers.create_optimizer(
             name,
             learning_rate=learning_rate,
@@ -527,6 +541,36 @@ INVALID_CASES = [
         id="coupled-negative",
     ),
     pytest.param(
+        optimizers.sgd_sgdw,
+        dict(learning_rate=0.1, weight_decay=0.0005, coupled_weight_decay=0.001),
+        "coupled_weight_decay=0.001 is invalid; expected a value in [0, weight_decay=0.0005]",
+        id="sgd-coupled-above-total",
+    ),
+    pytest.param(
+        optimizers.signum_signumw,
+        dict(learning_rate=0.1, weight_decay=0.0005, coupled_weight_decay=-0.0001),
+        "coupled_weight_decay=-0.0001 is invalid; expected a value >= 0",
+        id="signum-coupled-negative",
+    ),
+    pytest.param(
+        optimizers.split_decay_optimizer,
+        dict(name="adam", learning_rate=0.1, momentum=0.9, weight_decay=0.05, coupled_share=1.5),
+        "coupled_share=1.5 is invalid; expected a value in [0, 1]",
+        id="share-above-one",
+    ),
+    pytest.param(
+        optimizers.split_decay_optimizer,
+        dict(name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.05, coupled_share=float("nan")),
+        "coupled_share=nan is invalid",
+        id="share-nan",
+    ),
+    pytest.param(
+        optimizers.split_decay_optimizer,
+        dict(name="lion", learning_rate=0.1, momentum=0.9, weight_decay=0.05),
+        "unknown optimizer 'lion'",
+        id="split-unknown-name",
+    ),
+    pytest.param(
         optimizers.step_decay_schedule,
         dict(learning_rate=0.1, total_epochs=0, steps_per_epoch=10),
         "total_epochs=0 is invalid; expected an integer >= 1",
@@ -569,7 +613,18 @@ def test_coupled_share_only_for_mix():
 
 
 def test_registry_names():
-    assert set(optimizers.OPTIMIZERS) == {"sgd", "sgdw", "adam", "adamw", "signum", "signumw", "adam_adamw"}
+    assert set(optimizers.OPTIMIZERS) == {
+        "sgd",
+        "sgdw",
+        "adam",
+        "adamw",
+        "signum",
+        "signumw",
+        "adam_adamw",
+        "sgd_sgdw",
+        "signum_signumw",
+    }
+    assert set(optimizers.MIX_OPTIMIZERS) <= set(optimizers.OPTIMIZERS)
     assert set(optimizers.STUDY_BEST_SETTINGS) <= set(optimizers.OPTIMIZERS)
 
 
@@ -582,3 +637,116 @@ def test_study_best_settings_build(name):
     updates, _ = optimizer.update(params, optimizer.init(params), params)
 
     assert bool(jnp.all(jnp.isfinite(updates["w"])))
+
+
+# Rows of (mix, coupled optimizer, decoupled optimizer, hyperparameters).
+MIX_ENDPOINT_CASES = [
+    pytest.param("sgd_sgdw", "sgd", "sgdw", dict(learning_rate=0.05, momentum=0.9, weight_decay=0.05), id="sgd"),
+    pytest.param("adam_adamw", "adam", "adamw", dict(learning_rate=0.01, momentum=0.9, weight_decay=0.05), id="adam"),
+    pytest.param(
+        "signum_signumw", "signum", "signumw", dict(learning_rate=0.01, momentum=0.9, weight_decay=0.5), id="signum"
+    ),
+]
+
+
+@pytest.mark.parametrize("with_mask", [False, True])
+@pytest.mark.parametrize("mix, coupled, decoupled, hyperparameters", MIX_ENDPOINT_CASES)
+def test_mix_reduces_to_endpoints(float64, mix, coupled, decoupled, hyperparameters, with_mask):
+    params, gradients = _random_problem(seed=8)
+    hyperparameters = hyperparameters | {"mask": DECAY_MASK if with_mask else None}
+    weight_decay = hyperparameters["weight_decay"]
+
+    fully_coupled = _run_optax(
+        optimizers.OPTIMIZERS[mix](**hyperparameters, coupled_weight_decay=weight_decay), params, gradients
+    )
+    fully_decoupled = _run_optax(
+        optimizers.OPTIMIZERS[mix](**hyperparameters, coupled_weight_decay=0.0), params, gradients
+    )
+
+    expected_coupled = _run_optax(optimizers.OPTIMIZERS[coupled](**hyperparameters), params, gradients)
+    expected_decoupled = _run_optax(optimizers.OPTIMIZERS[decoupled](**hyperparameters), params, gradients)
+    _assert_trajectories_close(fully_coupled, expected_coupled, rtol=1e-14)
+    _assert_trajectories_close(fully_decoupled, expected_decoupled, rtol=1e-14)
+
+
+def test_families_map_to_mixes():
+    assert set(optimizers.FAMILIES) == {"sgd", "sgdw", "adam", "adamw", "signum", "signumw"}
+    for name, (mix, share) in optimizers.FAMILIES.items():
+        assert mix in optimizers.MIX_OPTIMIZERS, name
+        assert share == (0.0 if name.endswith("w") else 1.0), name
+
+
+@pytest.mark.parametrize("name", sorted(optimizers.FAMILIES))
+def test_split_decay_default_share(float64, name):
+    params, gradients = _random_problem(seed=9)
+    hyperparameters = dict(learning_rate=0.01, momentum=0.9, weight_decay=0.5)
+
+    trajectory = _run_optax(optimizers.split_decay_optimizer(name, **hyperparameters), params, gradients)
+
+    expected = _run_optax(optimizers.OPTIMIZERS[name](**hyperparameters), params, gradients)
+    _assert_trajectories_close(trajectory, expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw", "signum_signumw"])
+def test_split_decay_explicit_share(float64, name):
+    params, gradients = _random_problem(seed=10)
+    hyperparameters = dict(learning_rate=0.01, momentum=0.9, weight_decay=0.5)
+    mix = optimizers.FAMILIES.get(name, (name, 0.0))[0]
+
+    trajectory = _run_optax(
+        optimizers.split_decay_optimizer(name, **hyperparameters, coupled_share=0.4), params, gradients
+    )
+
+    expected = _run_optax(optimizers.OPTIMIZERS[mix](**hyperparameters, coupled_weight_decay=0.2), params, gradients)
+    _assert_trajectories_close(trajectory, expected, rtol=1e-14)
+
+
+def test_split_decay_mix_default_decoupled(float64):
+    params, gradients = _random_problem(seed=11)
+    hyperparameters = dict(learning_rate=0.01, momentum=0.9, weight_decay=0.5)
+
+    trajectory = _run_optax(optimizers.split_decay_optimizer("sgd_sgdw", **hyperparameters), params, gradients)
+
+    expected = _run_optax(optimizers.sgdw(**hyperparameters), params, gradients)
+    _assert_trajectories_close(trajectory, expected, rtol=1e-14)
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "signum"])
+def test_split_decay_traced_share_vmap(float64, name):
+    params, gradients = _random_problem(seed=12, num_steps=5)
+    params = jax.tree.map(jnp.asarray, params)
+    stacked_gradients = jax.tree.map(lambda *leaves: jnp.stack(leaves), *gradients)
+    shares = [0.0, 0.3, 1.0]
+
+    def train(coupled_share):
+        optimizer = optimizers.split_decay_optimizer(
+            name, learning_rate=0.01, momentum=0.9, weight_decay=0.5, coupled_share=coupled_share
+        )
+
+        def body(carry, grads):
+            params, state = carry
+            updates, state = optimizer.update(grads, state, params)
+            return (optax.apply_updates(params, updates), state), None
+
+        (final_params, _), _ = jax.lax.scan(body, (params, optimizer.init(params)), stacked_gradients)
+        return final_params
+
+    batched = jax.jit(jax.vmap(train))(jnp.asarray(shares))
+
+    for index, share in enumerate(shares):
+        expected = train(share)
+        for leaf in expected:
+            np.testing.assert_allclose(batched[leaf][index], expected[leaf], rtol=1e-12, err_msg=f"{share}, {leaf}")
+
+
+@pytest.mark.parametrize("name", optimizers.MIX_OPTIMIZERS)
+def test_create_optimizer_accepts_coupled_for_mixes(float64, name):
+    params, gradients = _random_problem(seed=13)
+    hyperparameters = dict(learning_rate=0.01, momentum=0.9, weight_decay=0.5)
+
+    trajectory = _run_optax(
+        optimizers.create_optimizer(name, **hyperparameters, coupled_weight_decay=0.2), params, gradients
+    )
+
+    expected = _run_optax(optimizers.OPTIMIZERS[name](**hyperparameters, coupled_weight_decay=0.2), params, gradients)
+    _assert_trajectories_close(trajectory, expected, rtol=1e-14)

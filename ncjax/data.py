@@ -1,15 +1,18 @@
 """Datasets for the neural collapse study, loaded into host memory as numpy arrays.
 
-Two datasets are available without a download:
+Three datasets are available without a download:
 
 * ``digits``: scikit-learn's bundled handwritten digits (1,797 images of 8x8,
   ten classes), split into train and test with a fixed seed.
 * ``mnist``: MNIST read from the IDX files of its original distribution (the
   files TFDS and torchvision download). When a directory contains only the
   ``t10k-*`` test files, that split is divided into train and test.
+* ``gaussian_mixture``: a linearly separable synthetic dataset, class k drawn
+  from ``N(e_k, std^2 I)`` in R^784.
 
-Every loader returns images as ``(N, H, W, C)`` float32 and labels as ``(N,)``
-int32 in ``[0, num_classes)``.
+The image loaders return ``(N, H, W, C)`` float32 and the Gaussian mixture
+returns flat ``(N, dim)`` float32 vectors. Labels are ``(N,)`` int32 in
+``[0, num_classes)``.
 """
 
 import gzip
@@ -26,7 +29,7 @@ import numpy as np
 import sklearn.datasets
 import sklearn.model_selection
 
-DATASETS = ("digits", "mnist")
+DATASETS = ("digits", "mnist", "gaussian_mixture")
 
 # Pixel mean and std of the 60,000 MNIST training images scaled to [0, 1], the
 # values PyTorch MNIST code commonly passes to transforms.Normalize.
@@ -39,6 +42,15 @@ DIGITS_NUM_CLASSES = 10
 DIGITS_IMAGE_SIZE = 8
 # Each pixel of scikit-learn's digits counts the set pixels of a 4x4 block.
 DIGITS_MAX_VALUE = 16.0
+
+# The separable dataset of the study's NC0 dynamics experiment: 1,000 samples
+# per class of N(e_k, 0.1^2 I) in R^784.
+GAUSSIAN_MIXTURE_SAMPLES_PER_CLASS = 1000
+GAUSSIAN_MIXTURE_NUM_CLASSES = 10
+GAUSSIAN_MIXTURE_DIM = 784
+GAUSSIAN_MIXTURE_STD = 0.1
+# The study does not size a test split for this dataset.
+GAUSSIAN_MIXTURE_TEST_SAMPLES_PER_CLASS = 200
 
 # Images per jax.image.resize call, which bounds the device memory of a resize.
 RESIZE_CHUNK_SIZE = 4096
@@ -66,7 +78,7 @@ class Dataset(NamedTuple):
     """A labelled train/test split held in host memory."""
 
     name: str
-    x_train: np.ndarray  # (N, H, W, C) float32, normalised
+    x_train: np.ndarray  # (N, H, W, C) images or (N, dim) vectors, float32
     y_train: np.ndarray  # (N,) int32 in [0, num_classes)
     x_test: np.ndarray
     y_test: np.ndarray
@@ -286,6 +298,75 @@ def load_mnist(
     )
 
 
+def load_gaussian_mixture(
+    *,
+    samples_per_class: int = GAUSSIAN_MIXTURE_SAMPLES_PER_CLASS,
+    num_classes: int = GAUSSIAN_MIXTURE_NUM_CLASSES,
+    dim: int = GAUSSIAN_MIXTURE_DIM,
+    std: float = GAUSSIAN_MIXTURE_STD,
+    test_samples_per_class: int = GAUSSIAN_MIXTURE_TEST_SAMPLES_PER_CLASS,
+    seed: int = 0,
+) -> Dataset:
+    """Draw a Gaussian mixture with one component per class.
+
+    Class k is drawn from ``N(e_k, std^2 I)`` in R^dim, with ``e_k`` the k-th
+    standard basis vector, so the class means are orthonormal and the classes
+    are linearly separable for small ``std``. The training and test splits are
+    independent draws from two streams of ``seed``, so changing
+    ``samples_per_class`` leaves the test split unchanged. Samples are ordered
+    by class.
+
+    Args:
+      samples_per_class: training samples per class, at least 1.
+      num_classes: K, in [2, dim].
+      dim: dimension of each sample.
+      std: standard deviation of every coordinate, at least 0.
+      test_samples_per_class: test samples per class, at least 1.
+      seed: seed of both splits.
+
+    Returns:
+      A ``Dataset`` with inputs of shape ``(N, dim)`` float32.
+
+    Raises:
+      DataError: naming the first invalid argument and its accepted range.
+    """
+    for name, value in (
+        ("samples_per_class", samples_per_class),
+        ("test_samples_per_class", test_samples_per_class),
+        ("dim", dim),
+    ):
+        if not _is_integer(value) or value < 1:
+            raise DataError(f"{name}={value!r} is invalid; expected an integer >= 1")
+    if not _is_integer(num_classes) or not 2 <= num_classes <= dim:
+        raise DataError(
+            f"num_classes={num_classes!r} is invalid; expected an integer in"
+            f" [2, dim={dim}]"
+        )
+    if not std >= 0:
+        raise DataError(f"std={std!r} is invalid; expected a value >= 0")
+
+    train_stream, test_stream = np.random.SeedSequence(seed).spawn(2)
+    means = np.eye(num_classes, dim, dtype=np.float32)
+
+    def draw(stream: np.random.SeedSequence, count: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.repeat(np.arange(num_classes, dtype=np.int32), count)
+        noise = np.random.default_rng(stream).standard_normal(
+            (len(labels), dim), dtype=np.float32
+        )
+        return means[labels] + np.float32(std) * noise, labels
+
+    x_train, y_train = draw(train_stream, samples_per_class)
+    x_test, y_test = draw(test_stream, test_samples_per_class)
+    return Dataset(
+        name="gaussian_mixture",
+        x_train=x_train,
+        y_train=y_train,
+        x_test=x_test,
+        y_test=y_test,
+        num_classes=num_classes,
+    )
+
+
 def balanced_subset(
     x: np.ndarray,
     y: np.ndarray,
@@ -369,10 +450,14 @@ def load_dataset(
       data_dir: directory with the IDX files, required for ``mnist``.
       samples_per_class: if given, the training split is cut to this many
         examples per class by ``balanced_subset``. The test split is never cut.
+        For ``gaussian_mixture`` it is the number of training samples drawn
+        per class instead (default 1,000), so it may exceed 1,000.
       seed: seed of that subset. The train/test split itself uses a fixed seed
-        of 0, so the test set does not change with ``seed``.
+        of 0, so the test set does not change with ``seed``. The Gaussian
+        mixture is always drawn with seed 0, so every run uses the same data.
       image_size: side of the output images. ``None`` keeps each dataset's
-        default, 8 for digits and 32 for mnist.
+        default, 8 for digits and 32 for mnist. The Gaussian mixture has no
+        images and accepts only ``None``.
 
     Returns:
       The loaded ``Dataset``.
@@ -391,6 +476,15 @@ def load_dataset(
                 f" {_expected_mnist_names('t10k')}"
             )
         dataset = load_mnist(data_dir, **size_kwargs)
+    elif name == "gaussian_mixture":
+        if image_size is not None:
+            raise DataError(
+                f"image_size={image_size} is invalid for dataset"
+                " 'gaussian_mixture', whose samples are vectors; expected no value"
+            )
+        if samples_per_class is None:
+            samples_per_class = GAUSSIAN_MIXTURE_SAMPLES_PER_CLASS
+        return load_gaussian_mixture(samples_per_class=samples_per_class, seed=0)
     else:
         raise DataError(
             f"unknown dataset {name!r}; expected one of: {', '.join(DATASETS)}"

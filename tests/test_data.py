@@ -468,10 +468,123 @@ def test_load_dataset_unknown_name():
     with pytest.raises(data.DataError) as error:
         data.load_dataset("cifar10")
     assert str(error.value) == (
-        "unknown dataset 'cifar10'; expected one of: digits, mnist"
+        "unknown dataset 'cifar10'; expected one of: digits, mnist,"
+        " gaussian_mixture"
     )
 
 
 def test_load_dataset_mnist_needs_data_dir():
     with pytest.raises(data.DataError, match="requires --data_dir"):
         data.load_dataset("mnist")
+
+
+# load_gaussian_mixture.
+
+
+def test_gaussian_mixture_shapes_and_counts():
+    dataset = data.load_gaussian_mixture(
+        samples_per_class=30, num_classes=4, dim=20, test_samples_per_class=7
+    )
+
+    assert dataset.name == "gaussian_mixture"
+    assert dataset.num_classes == 4
+    assert dataset.x_train.shape == (120, 20)
+    assert dataset.x_test.shape == (28, 20)
+    assert dataset.x_train.dtype == np.float32
+    assert dataset.y_train.dtype == np.int32
+    assert np.bincount(dataset.y_train).tolist() == [30] * 4
+    assert np.bincount(dataset.y_test).tolist() == [7] * 4
+
+
+def test_gaussian_mixture_defaults():
+    dataset = data.load_gaussian_mixture()
+
+    assert dataset.x_train.shape == (10_000, 784)
+    assert np.bincount(dataset.y_train).tolist() == [1000] * 10
+
+
+def test_gaussian_mixture_class_means_and_spread():
+    dataset = data.load_gaussian_mixture(
+        samples_per_class=2000, num_classes=3, dim=5, std=0.1
+    )
+
+    for k in range(3):
+        samples = dataset.x_train[dataset.y_train == k].astype(np.float64)
+        # The mean of 2,000 draws has std 0.1 / sqrt(2000) = 0.0022 per
+        # coordinate, so 0.01 is over four standard deviations.
+        np.testing.assert_allclose(samples.mean(axis=0), np.eye(3, 5)[k], atol=0.01)
+        np.testing.assert_allclose(samples.std(axis=0), 0.1, rtol=0.1)
+
+
+def test_gaussian_mixture_zero_std_is_basis():
+    dataset = data.load_gaussian_mixture(samples_per_class=2, num_classes=3, dim=4, std=0.0)
+
+    np.testing.assert_array_equal(dataset.x_train, np.eye(3, 4)[dataset.y_train])
+
+
+def test_gaussian_mixture_same_seed_same_data():
+    first = data.load_gaussian_mixture(samples_per_class=5, dim=30, seed=3)
+    second = data.load_gaussian_mixture(samples_per_class=5, dim=30, seed=3)
+
+    np.testing.assert_array_equal(first.x_train, second.x_train)
+    np.testing.assert_array_equal(first.x_test, second.x_test)
+
+
+def test_gaussian_mixture_other_seed_other_data():
+    first = data.load_gaussian_mixture(samples_per_class=5, dim=30, seed=3)
+    second = data.load_gaussian_mixture(samples_per_class=5, dim=30, seed=4)
+
+    assert not np.array_equal(first.x_train, second.x_train)
+    assert not np.array_equal(first.x_test, second.x_test)
+
+
+def test_gaussian_mixture_test_split_ignores_train_size():
+    small = data.load_gaussian_mixture(samples_per_class=5, dim=30)
+    large = data.load_gaussian_mixture(samples_per_class=50, dim=30)
+
+    np.testing.assert_array_equal(small.x_test, large.x_test)
+
+
+def test_gaussian_mixture_test_split_independent_of_train():
+    dataset = data.load_gaussian_mixture(
+        samples_per_class=5, num_classes=2, dim=30, test_samples_per_class=5
+    )
+
+    assert not np.array_equal(dataset.x_train, dataset.x_test)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"samples_per_class": 0}, "samples_per_class=0 is invalid; expected an integer >= 1"),
+        ({"test_samples_per_class": -1}, "test_samples_per_class=-1 is invalid"),
+        ({"dim": 0}, "dim=0 is invalid"),
+        ({"num_classes": 1}, r"num_classes=1 is invalid; expected an integer in \[2, dim=784\]"),
+        ({"num_classes": 5, "dim": 4}, r"num_classes=5 is invalid; expected an integer in \[2, dim=4\]"),
+        ({"std": -0.5}, "std=-0.5 is invalid; expected a value >= 0"),
+        ({"std": float("nan")}, "std=nan is invalid"),
+    ],
+)
+def test_gaussian_mixture_invalid_arguments(kwargs, message):
+    with pytest.raises(data.DataError, match=message):
+        data.load_gaussian_mixture(**kwargs)
+
+
+def test_load_dataset_gaussian_mixture_samples_per_class():
+    dataset = data.load_dataset("gaussian_mixture", samples_per_class=20, seed=5)
+
+    assert dataset.x_train.shape == (200, 784)
+    assert np.bincount(dataset.y_train).tolist() == [20] * 10
+    expected = data.load_gaussian_mixture(samples_per_class=20, seed=0)
+    np.testing.assert_array_equal(dataset.x_train, expected.x_train)
+
+
+def test_load_dataset_gaussian_mixture_default_size():
+    dataset = data.load_dataset("gaussian_mixture")
+
+    assert dataset.x_train.shape == (10_000, 784)
+
+
+def test_load_dataset_gaussian_mixture_rejects_image_size():
+    with pytest.raises(data.DataError, match="image_size=32 is invalid"):
+        data.load_dataset("gaussian_mixture", image_size=32)

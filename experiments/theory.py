@@ -45,15 +45,12 @@ SGD would keep W^T 1 = 0 forever.
 """
 
 from collections.abc import Sequence
-import logging as std_logging
 import math
 import os
 from pathlib import Path
-import sys
 import time
 from typing import Any
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -61,6 +58,7 @@ import jax.numpy as jnp
 from matplotlib.figure import Figure
 import numpy as np
 
+from experiments import cli
 from ncjax import data as data_lib
 from ncjax import optimizers
 from ncjax import plotting
@@ -606,15 +604,14 @@ def run(settings: dict[str, Any], workdir: Path) -> dict[str, Path]:
 
 def main(argv):
     if len(argv) > 1:
-        fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
-    # JAX logs at INFO that it found no TPU, which is noise on CPU and GPU.
-    std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
+    cli.quiet_jax_logging()
     workdir = Path(_WORKDIR.value)
     try:
         settings = resolve_settings()
         check_workdir(workdir)
     except ValueError as error:
-        fail(str(error))
+        cli.fail(str(error))
     start = time.perf_counter()
     figures = run(settings, workdir)
     print(f"Figures in {workdir} ({time.perf_counter() - start:.0f} s):")
@@ -635,19 +632,6 @@ def check_workdir(workdir: Path) -> None:
             break
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit with status 2 (a usage error)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """Parse flags, turning a bad flag into one error line and exit status 2."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error))
-
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)

@@ -25,15 +25,13 @@ repeated. A run folder with a different configuration is an error unless
 """
 
 import dataclasses
-import logging as std_logging
 import os
 from pathlib import Path
-import sys
 
-from absl import app
 from absl import flags
 from absl import logging
 
+from experiments import cli
 from ncjax import data as data_lib
 from ncjax import optimizers
 from ncjax import plotting
@@ -178,10 +176,10 @@ def build_configs() -> list[training.TrainConfig]:
 
 
 def check_data_dir_is_used() -> None:
-    if _DATA_DIR.value is not None and _DATASET.value == "digits":
+    if _DATA_DIR.value is not None and _DATASET.value != "mnist":
         raise ValueError(
-            f"--data_dir={_DATA_DIR.value} is set but --dataset=digits reads no "
-            "files; pass --dataset=mnist to read it, or drop --data_dir"
+            f"--data_dir={_DATA_DIR.value} is set but --dataset={_DATASET.value} reads "
+            "no files; pass --dataset=mnist to read it, or drop --data_dir"
         )
 
 
@@ -283,9 +281,8 @@ def format_summary(runs: dict[str, training.RunResult]) -> str:
 
 def main(argv):
     if len(argv) > 1:
-        fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
-    # JAX logs at INFO that it found no TPU, which is noise on CPU and GPU.
-    std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
+    cli.quiet_jax_logging()
     workdir = Path(_WORKDIR.value)
     try:
         check_data_dir_is_used()
@@ -293,7 +290,7 @@ def main(argv):
         check_workdir(workdir, configs)
         dataset = load_data(configs[0])
     except ValueError as error:
-        fail(str(error))
+        cli.fail(str(error))
 
     logging.info(
         "%s: %d training and %d test samples, %d classes, input shape %s",
@@ -327,19 +324,6 @@ def main(argv):
     print(f"\nResults in {workdir}; figure in {figure}")
 
 
-def fail(message: str) -> None:
-    """Print one error line and exit with status 2 (a usage error)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-    """Parse flags, turning a bad flag into one error line and exit status 2."""
-    try:
-        return flags.FLAGS(argv)
-    except flags.Error as error:
-        fail(str(error))
-
 
 if __name__ == "__main__":
-    app.run(main, flags_parser=parse_flags)
+    cli.run(main)

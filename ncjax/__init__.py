@@ -2,21 +2,27 @@
 
 Modules:
   metrics     every NC metric as a jitted function, and streaming class statistics
-  optimizers  SGD, SGDW, Adam, AdamW, Signum, SignumW and the Adam-AdamW mix
-              as Optax chains
+  optimizers  SGD, SGDW, Adam, AdamW, Signum, SignumW and their mixes with a
+              coupled share of the decay, as Optax chains
   models      Flax NNX models exposing penultimate features and the classifier
-  data        scikit-learn digits and MNIST IDX files
-  training    the jitted training loop with metrics over training
+  data        scikit-learn digits, MNIST IDX files and a Gaussian mixture
+  training    the jitted training loop, single runs and vmapped grids
+  ufm         the unconstrained feature model, whole grids in one program
+  theory      closed forms and simulations of the NC0 theorems
+  analysis    grouping and summary statistics of run results
   results     atomic result files
-  plotting    figures from run histories
+  plotting    figures from run histories and sweeps
 """
 
+from ncjax import analysis
 from ncjax import data
 from ncjax import metrics
 from ncjax import models
 from ncjax import optimizers
 from ncjax import plotting
 from ncjax import results
+from ncjax import theory
 from ncjax import training
+from ncjax import ufm
 
 __version__ = "0.1.0"

@@ -31,8 +31,6 @@ from ncjax import results
 
 METRICS_DTYPES = ("float32", "float64")
 
-# Optimizers whose decay is split into a coupled and a decoupled part.
-MIX_OPTIMIZERS = ("adam_adamw", "sgd_sgdw", "signum_signumw")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,7 +90,7 @@ class TrainConfig:
             raise ValueError(
                 f"coupled_weight_decay={self.coupled_weight_decay} is set for "
                 f"optimizer {self.optimizer!r}; it applies only to "
-                f"{', '.join(MIX_OPTIMIZERS)}"
+                f"{', '.join(optimizers.MIX_OPTIMIZERS)}"
             )
         optimizers.validate_hyperparameters(
             learning_rate=self.learning_rate,
@@ -161,7 +159,7 @@ def steps_per_epoch(num_examples: int, batch_size: int) -> int:
 
 def is_mix_optimizer(name: str) -> bool:
     """Return whether `name` takes a coupled part of the decay as a hyperparameter."""
-    return name in MIX_OPTIMIZERS
+    return name in optimizers.MIX_OPTIMIZERS
 
 
 def make_optimizer(

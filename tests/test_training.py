@@ -1,7 +1,5 @@
 """Tests for the training loop, its evaluation and the files it writes."""
 
-import dataclasses
-
 import jax
 import jax.numpy as jnp
 from flax import nnx

@@ -79,9 +79,9 @@ def plot_metrics_against_decay(
     """Plot the mean of each metric against weight decay with a band of one std.
 
     `summaries` maps a line label (an optimizer) to {decay: {metric: (mean,
-    std)}}. The x axis is symmetric-log so that decay 0 stays visible next to
-    small positive values; y axes are logarithmic, and a band is clipped
-    where mean - std is not positive.
+    std)}}. The x axis is symmetric-log, so decay 0 stays visible next to
+    small positive values. The y axes are logarithmic, so the lower edge of a
+    band is kept above zero at a thousandth of the mean.
     """
     fig = Figure(figsize=(4.2 * len(metrics), 3.6))
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]

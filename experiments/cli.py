@@ -27,5 +27,15 @@ def quiet_jax_logging() -> None:
 
 
 def run(main) -> None:
-    """Run an absl `main` with the one-line flag errors above."""
-    app.run(main, flags_parser=parse_flags)
+    """Run an absl `main` with one-line flag errors and quiet JAX logging.
+
+    Arguments that are not flags are rejected before `main` is called.
+    """
+
+    def checked_main(argv):
+        if len(argv) > 1:
+            fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
+        quiet_jax_logging()
+        main(argv)
+
+    app.run(checked_main, flags_parser=parse_flags)

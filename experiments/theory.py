@@ -603,9 +603,7 @@ def run(settings: dict[str, Any], workdir: Path) -> dict[str, Path]:
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
-    cli.quiet_jax_logging()
+    del argv  # cli.run has rejected any argument that is not a flag.
     workdir = Path(_WORKDIR.value)
     try:
         settings = resolve_settings()

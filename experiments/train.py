@@ -280,9 +280,7 @@ def format_summary(runs: dict[str, training.RunResult]) -> str:
 
 
 def main(argv):
-    if len(argv) > 1:
-        cli.fail(f"unexpected arguments {' '.join(argv[1:])!r}; all options are --flags")
-    cli.quiet_jax_logging()
+    del argv  # cli.run has rejected any argument that is not a flag.
     workdir = Path(_WORKDIR.value)
     try:
         check_data_dir_is_used()

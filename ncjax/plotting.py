@@ -44,14 +44,8 @@ def plot_metrics_over_training(
             if points:
                 epochs, values = zip(*points)
                 axis.plot(epochs, values, marker=".", label=name)
-        axis.set_yscale("log")
-        axis.set_xlabel("epoch")
-        axis.set_title(METRIC_LABELS.get(metric, metric))
-        axis.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
+        _style_axis(axis, metric, xlabel="epoch")
+    return _finish(fig, axes, title, path)
 
 
 def save_figure(fig: Figure, path: str | os.PathLike) -> Path:
@@ -104,10 +98,18 @@ def plot_metrics_against_decay(
             upper = [mean + std for mean, std in zip(means, stds)]
             axis.fill_between(decays, lower, upper, color=line.get_color(), alpha=0.2)
         axis.set_xscale("symlog", linthresh=linthresh)
-        axis.set_yscale("log")
-        axis.set_xlabel("weight decay")
-        axis.set_title(METRIC_LABELS.get(metric, metric))
-        axis.grid(True, which="both", alpha=0.3)
+        _style_axis(axis, metric, xlabel="weight decay")
+    return _finish(fig, axes, title, path)
+
+
+def _style_axis(axis, metric: str, *, xlabel: str) -> None:
+    axis.set_yscale("log")
+    axis.set_xlabel(xlabel)
+    axis.set_title(METRIC_LABELS.get(metric, metric))
+    axis.grid(True, which="both", alpha=0.3)
+
+
+def _finish(fig: Figure, axes, title: str | None, path) -> Path:
     axes[0].legend(fontsize="small")
     if title:
         fig.suptitle(title)

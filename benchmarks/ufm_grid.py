@@ -22,9 +22,9 @@ steps at two sizes, quick (p = 32, N = 200, K = 10) and the study's
 
 Every time per step is a difference of two runs, (T(steps) - T(steps / 2)) /
 (steps / 2), taken as the best of several passes. The difference cancels
-what does not grow with the steps: the two evaluations of every JAX run
-(at the study size the final one costs about as much as 8 to 10 training
-steps of its grid point on 2 CPU cores), dispatch and the torch setup.
+what does not grow with the steps: the two evaluations of every JAX run,
+dispatch and the torch setup. At the study size the final evaluation costs
+about as much as 8 to 10 training steps of its grid point on 2 CPU cores.
 Compilation happens in a warm-up call before the timed passes and is
 reported on its own. Every
 method starts from the same ``H`` and ``W`` (``ufm.init_ufm`` with seed 0,

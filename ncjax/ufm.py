@@ -11,7 +11,7 @@ one column ``h_n`` per sample, and it is trained jointly with the classifier
 with balanced labels (``samples_per_class`` samples of each class). Training
 is full batch, so one step applies one gradient of the mean loss over all N
 samples. Weight decay acts on every trained parameter, so with coupled decay
-the optimizer sees the gradient of :math:`L + \frac{\lambda}{2}(\|W\|^2 +
+the optimizer receives the gradient of :math:`L + \frac{\lambda}{2}(\|W\|^2 +
 \|H\|^2 + \|b\|^2)`. The theorems on sign descent sum the loss over the
 samples instead. The sign of the gradient is the same, so decoupled sign
 descent matches them at the same :math:`\lambda`, and coupled sign descent

@@ -175,6 +175,24 @@ def test_grid_matches_single_runs():
             np.testing.assert_allclose(final_params[name][index], values, rtol=1e-5, atol=1e-6, err_msg=f"{index}, {name}")
 
 
+@pytest.mark.parametrize("batch_size", [1, 5])
+def test_batched_grid_matches_one_vmap(batch_size):
+    # 12 points in batches of 5 leave a remainder batch of 2.
+    grid = ufm.hyperparameter_grid(
+        learning_rate=[0.01, 0.05], momentum=0.9, weight_decay=0.01, coupled_share=[0.0, 0.5, 1.0], seed=[0, 1]
+    )
+
+    final_params, history = ufm.train_ufm_grid(GRID_CONFIG, grid, return_params=True)
+    batched_params, batched_history = ufm.train_ufm_grid(
+        GRID_CONFIG, grid, return_params=True, batch_size=batch_size
+    )
+
+    for name, values in history.items():
+        np.testing.assert_allclose(batched_history[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
+    for name, values in final_params.items():
+        np.testing.assert_allclose(batched_params[name], values, rtol=1e-5, atol=1e-6, err_msg=name)
+
+
 def test_second_grid_does_not_recompile():
     # A config used by no other test, so its program is not cached yet.
     config = GRID_CONFIG._replace(optimizer="signum", steps=7, eval_every=3)
@@ -246,6 +264,10 @@ def test_invalid_grid_raises():
         ufm.train_ufm_grid(config, ufm.UFMHyperparameters(learning_rate=0.1, momentum=0.9, weight_decay=0.0))
     with pytest.raises(ValueError, match=re.escape("momentum=1.5 is invalid; expected a value in [0, 1)")):
         ufm.hyperparameter_grid(learning_rate=0.1, momentum=[0.9, 1.5], weight_decay=0.0)
+    grid = ufm.hyperparameter_grid(learning_rate=[0.1, 0.2], momentum=0.9, weight_decay=0.0)
+    for batch_size in (0, 1.5, True):
+        with pytest.raises(ValueError, match=re.escape(f"batch_size={batch_size!r} is invalid; expected None or")):
+            ufm.train_ufm_grid(config, grid, batch_size=batch_size)
 
 
 def test_invalid_initial_params_raise():

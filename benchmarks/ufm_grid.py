@@ -1,4 +1,4 @@
-r"""Time one optimizer's 108-point UFM grid four ways and print the ratios.
+r"""Time one optimizer's 108-point UFM grid five ways and print the ratios.
 
 The grid is the study's for that optimizer: 3 learning rates x 6 momenta x
 6 weight decays (``STUDY_GRIDS``), trained full batch for a fixed number of
@@ -9,13 +9,16 @@ steps at two sizes, quick (p = 32, N = 200, K = 10) and the study's
    ``eval_every = steps`` so the metrics are taken only at step 0 and at the
    end. At the study size the grid runs in equal chunks that reuse one
    compiled program, because all 108 points at once need about 20 GB;
-2. loop: ``ufm.train_ufm`` called once per grid point from Python, one
+2. mapped: the whole grid as one ``ufm.train_ufm_grid`` program with
+   ``batch_size=1``, which trains the points one after another inside the
+   program (``jax.lax.map``) rather than side by side;
+3. loop: ``ufm.train_ufm`` called once per grid point from Python, one
    compiled program reused for every point;
-3. torch: the same update rule with ``torch.optim`` (``Adam`` with its
+4. torch: the same update rule with ``torch.optim`` (``Adam`` with its
    coupled ``weight_decay``, ``AdamW`` or ``SGD``) on torch tensors ``H`` and
    ``W``, full-batch cross-entropy, one run per grid point. PyTorch is
    optional: without it this column is skipped;
-4. bound (study size only): a jitted elementwise program that reads and
+5. bound (study size only): a jitted elementwise program that reads and
    writes the bytes one optimizer step of the whole grid must move at the
    least (see ``traffic_bytes_per_point``). The vmapped grid's time over the
    bound's time measures how far it is from the memory bandwidth limit.
@@ -269,14 +272,17 @@ def _difference_per_step(short_totals, long_totals, step_gap):
     return (_best(long_totals) - _best(short_totals)) / step_gap
 
 
-def time_vmapped(size, optimizer, grid, initial_params):
+def time_vmapped(size, optimizer, grid, initial_params, *, batch_size=None, chunks=None):
     """Time the grid as ``train_ufm_grid`` programs, one per chunk.
 
-    Returns the Timing and the long runs' final NC0 for every grid point.
+    ``batch_size`` is passed to ``train_ufm_grid``; ``chunks`` defaults to
+    ``size.chunks``. Returns the Timing and the long runs' final NC0 for
+    every grid point.
     """
+    chunks_count = size.chunks if chunks is None else chunks
     short_steps, long_steps = size.steps // 2, size.steps
     configs = {steps: size.config(optimizer, steps) for steps in (short_steps, long_steps)}
-    chunk_size = len(grid.learning_rate) // size.chunks
+    chunk_size = len(grid.learning_rate) // chunks_count
     chunks = [
         jax.tree.map(lambda values: values[start:start + chunk_size], grid)
         for start in range(0, len(grid.learning_rate), chunk_size)
@@ -284,7 +290,7 @@ def time_vmapped(size, optimizer, grid, initial_params):
 
     def run(steps, chunk):
         start = time.perf_counter()
-        history = ufm.train_ufm_grid(configs[steps], chunk, initial_params=initial_params)
+        history = ufm.train_ufm_grid(configs[steps], chunk, initial_params=initial_params, batch_size=batch_size)
         nc0 = np.asarray(history["nc0"][:, -1])
         return time.perf_counter() - start, nc0
 
@@ -301,7 +307,7 @@ def time_vmapped(size, optimizer, grid, initial_params):
     per_step = _difference_per_step(totals[short_steps], totals[long_steps], long_steps - short_steps)
     # Compilation is estimated as the warm-up call minus a steady call of the
     # same chunk, averaged over the two programs.
-    steady_chunk = {steps: _best(totals[steps]) / size.chunks for steps in configs}
+    steady_chunk = {steps: _best(totals[steps]) / chunks_count for steps in configs}
     compile_s = statistics.mean(first_calls[steps] - steady_chunk[steps] for steps in configs)
     timing = Timing(
         per_grid_step=per_step,
@@ -559,6 +565,7 @@ def print_size(size, optimizer, timings, check, torch_message):
     notes = {
         "vmapped": (f"{size.chunks} chunks of {chunk_size} points, one compiled program"
                     if size.chunks > 1 else "all points in one program"),
+        "mapped": "all points in one program, batch_size=1: lax.map over the points",
         "loop": f"{timings['loop'].points_timed} of {grid_size} points timed, scaled by"
                 f" {grid_size}/{timings['loop'].points_timed}" if timings["loop"].points_timed < grid_size
                 else "every point",
@@ -597,13 +604,17 @@ def print_size(size, optimizer, timings, check, torch_message):
     # results maps a target to True (pass), False (fail) or None (not measured).
     results = {}
     print_ratio("loop / vmapped", timings["loop"], timings["vmapped"])
+    print_ratio("vmapped / mapped", timings["vmapped"], timings["mapped"])
     if "torch" in timings:
         key = f"{size.name}_vs_torch"
         results[key] = print_ratio("torch / vmapped", timings["torch"], timings["vmapped"],
                                    target=TARGETS[key], at_least=True)
+        print_ratio("torch / mapped", timings["torch"], timings["mapped"], target=TARGETS[key], at_least=True)
     if "bound" in timings:
         results["study_vs_bound"] = print_ratio("vmapped / bound", timings["vmapped"], timings["bound"],
                                                 target=TARGETS["study_vs_bound"], at_least=False)
+        print_ratio("mapped / bound", timings["mapped"], timings["bound"],
+                    target=TARGETS["study_vs_bound"], at_least=False)
     print(check)
     print(f"load average after: {load_average()}")
     print()
@@ -643,6 +654,8 @@ def run_size(size, args, grid, torch):
     timings = {}
     print(f"[{size.name}] vmapped grid, load {load_average()}", file=sys.stderr, flush=True)
     timings["vmapped"], vmapped_nc0 = time_vmapped(size, args.optimizer, grid, initial_params)
+    print(f"[{size.name}] grid mapped point by point, load {load_average()}", file=sys.stderr, flush=True)
+    timings["mapped"], mapped_nc0 = time_vmapped(size, args.optimizer, grid, initial_params, batch_size=1, chunks=1)
     print(f"[{size.name}] Python loop, load {load_average()}", file=sys.stderr, flush=True)
     timings["loop"], loop_nc0 = time_python_loop(size, args.optimizer, grid, initial_params, loop_indices)
 
@@ -665,6 +678,17 @@ def run_size(size, args, grid, torch):
 
     passed, check = check_nc0(vmapped_nc0, loop_nc0, torch_nc0, loop_indices,
                               torch_indices if torch_nc0 is not None else None)
+    checked = loop_indices[:NC0_CHECK_POINTS]
+    mapped_agrees = bool(np.allclose(mapped_nc0[checked], vmapped_nc0[checked], rtol=NC0_RTOL, atol=0))
+    passed &= mapped_agrees
+    # As with torch, points where decay drives NC0 near 0 differ by more than
+    # NC0_RTOL, because there the float32 rounding of a small value dominates.
+    relative = np.abs(mapped_nc0 - vmapped_nc0) / np.abs(vmapped_nc0)
+    worst = int(np.argmax(relative))
+    check += (f"\nNC0 check, mapped against vmapped at points {checked} at rtol {NC0_RTOL:g}:"
+              f" {'agree' if mapped_agrees else 'DISAGREE'}; over all {grid_size} points: median relative"
+              f" difference {np.median(relative):.2g}, max {relative[worst]:.2g} (point {worst},"
+              f" vmapped NC0 {vmapped_nc0[worst]:.4g})")
     results = print_size(size, args.optimizer, timings, check, torch_message)
     return passed, results
 

@@ -535,6 +535,99 @@ def step_decay_schedule(
     return optax.piecewise_constant_schedule(learning_rate, boundaries_and_scales)
 
 
+def warmup_cosine_schedule(
+    peak_learning_rate: jax.typing.ArrayLike,
+    total_steps: int,
+    *,
+    warmup_fraction: float = 0.05,
+    initial_learning_rate: jax.typing.ArrayLike = 1e-7,
+    final_learning_rate: jax.typing.ArrayLike = 1e-5,
+) -> optax.Schedule:
+    r"""Build a linear warm-up followed by a cosine decay, the study's ViT schedule.
+
+    With :math:`W` = ``round(warmup_fraction * total_steps)`` warm-up steps,
+    :math:`T` = ``total_steps``, :math:`\eta_0, \eta_{max}, \eta_{end}` the
+    initial, peak and final rates, and step :math:`t` counted from 0:
+
+    .. math::
+
+        \eta_t = \eta_0 + (\eta_{max} - \eta_0) \, t / W
+            \quad (t < W), \qquad
+        \eta_t = \eta_{end} + (\eta_{max} - \eta_{end}) \,
+            \tfrac{1}{2} \left(1 + \cos \frac{\pi \min(t - W, T - W)}{T - W}\right)
+            \quad (t \ge W).
+
+    The rate is :math:`\eta_{max}` at step :math:`W` and :math:`\eta_{end}`
+    from step :math:`T` on. This is ``optax.warmup_cosine_decay_schedule``
+    built from its two parts, because that function branches on
+    ``peak_value == 0`` in Python and so rejects a traced peak rate.
+
+    NOTE: :math:`W` is capped at ``total_steps - 1`` so that the cosine part
+    has at least one step.
+
+    Args:
+        peak_learning_rate: :math:`\eta_{max}`, > 0; may be a traced scalar.
+        total_steps: :math:`T`, the number of optimizer steps, >= 1.
+        warmup_fraction: share of the steps spent warming up, in [0, 1).
+        initial_learning_rate: :math:`\eta_0`, the rate at step 0, >= 0.
+        final_learning_rate: :math:`\eta_{end}`, >= 0.
+
+    Returns:
+        An ``optax.Schedule`` mapping the step count (from 0) to the rate.
+
+    Raises:
+        ValueError: naming the invalid argument and its accepted range.
+    """
+    if _is_python_number(peak_learning_rate) and not peak_learning_rate > 0:
+        raise ValueError(f"peak_learning_rate={peak_learning_rate} is invalid; expected a value > 0")
+    if not isinstance(total_steps, int) or total_steps < 1:
+        raise ValueError(f"total_steps={total_steps!r} is invalid; expected an integer >= 1")
+    if not 0 <= warmup_fraction < 1:
+        raise ValueError(f"warmup_fraction={warmup_fraction} is invalid; expected a value in [0, 1)")
+    _check_nonnegative("initial_learning_rate", initial_learning_rate)
+    _check_nonnegative("final_learning_rate", final_learning_rate)
+
+    warmup_steps = min(round(warmup_fraction * total_steps), total_steps - 1)
+    cosine = optax.cosine_decay_schedule(
+        init_value=peak_learning_rate,
+        decay_steps=total_steps - warmup_steps,
+        alpha=final_learning_rate / peak_learning_rate,
+    )
+    if warmup_steps == 0:
+        return cosine
+    warmup = optax.linear_schedule(
+        init_value=initial_learning_rate,
+        end_value=peak_learning_rate,
+        transition_steps=warmup_steps,
+    )
+    return optax.join_schedules([warmup, cosine], boundaries=[warmup_steps])
+
+
+def with_gradient_clipping(
+    tx: optax.GradientTransformation,
+    max_norm: jax.typing.ArrayLike = 1.0,
+) -> optax.GradientTransformationExtraArgs:
+    """Clip the gradient to a global L2 norm of ``max_norm`` before ``tx`` runs.
+
+    Only the gradient is clipped: a decay term that ``tx`` adds, coupled or
+    decoupled, is added after the clipping, as with PyTorch's
+    ``clip_grad_norm_`` called before ``optimizer.step()``.
+
+    Args:
+        tx: any Optax transformation, such as one of ``OPTIMIZERS``.
+        max_norm: the largest global L2 norm of the gradient, > 0.
+
+    Returns:
+        The chain ``clip_by_global_norm -> tx``.
+
+    Raises:
+        ValueError: if ``max_norm`` is a Python number <= 0.
+    """
+    if _is_python_number(max_norm) and not max_norm > 0:
+        raise ValueError(f"max_norm={max_norm} is invalid; expected a value > 0")
+    return optax.chain(optax.clip_by_global_norm(max_norm), tx)
+
+
 OPTIMIZERS: dict[str, Callable[..., optax.GradientTransformationExtraArgs]] = {
     "sgd": sgd,
     "sgdw": sgdw,

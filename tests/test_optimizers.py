@@ -750,3 +750,119 @@ def test_create_optimizer_accepts_coupled_for_mixes(float64, name):
 
     expected = _run_optax(optimizers.OPTIMIZERS[name](**hyperparameters, coupled_weight_decay=0.2), params, gradients)
     _assert_trajectories_close(trajectory, expected, rtol=1e-14)
+
+
+def _reference_warmup_cosine(step, peak, total_steps, warmup_steps, initial=1e-7, final=1e-5):
+    """Linear warm-up from `initial` to `peak`, then cosine decay from `peak` to `final`, in float64."""
+    if step < warmup_steps:
+        return initial + (peak - initial) * step / warmup_steps
+    progress = min(step - warmup_steps, total_steps - warmup_steps) / (total_steps - warmup_steps)
+    return final + (peak - final) * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def test_warmup_cosine_schedule_matches_formula(float64):
+    # 5% of 200 steps is a 10-step warm-up.
+    schedule = optimizers.warmup_cosine_schedule(1e-3, 200)
+    steps = np.arange(230)
+
+    rates = np.asarray(jax.vmap(schedule)(jnp.asarray(steps)))
+
+    expected = [_reference_warmup_cosine(step, 1e-3, 200, 10) for step in steps]
+    np.testing.assert_allclose(rates, expected, rtol=1e-12, atol=0)
+
+
+def test_warmup_cosine_schedule_endpoints(float64):
+    schedule = optimizers.warmup_cosine_schedule(1e-3, 200)
+    assert float(schedule(0)) == pytest.approx(1e-7, rel=1e-12)
+    assert float(schedule(10)) == pytest.approx(1e-3, rel=1e-12)
+    assert float(schedule(200)) == pytest.approx(1e-5, rel=1e-12)
+    assert float(schedule(1000)) == pytest.approx(1e-5, rel=1e-12)
+
+
+def test_warmup_cosine_schedule_equals_optax(float64):
+    schedule = optimizers.warmup_cosine_schedule(
+        3e-4, 1000, warmup_fraction=0.1, initial_learning_rate=1e-6, final_learning_rate=2e-5
+    )
+    reference = optax.warmup_cosine_decay_schedule(
+        init_value=1e-6, peak_value=3e-4, warmup_steps=100, decay_steps=1000, end_value=2e-5
+    )
+    steps = jnp.arange(0, 1100, 7)
+    np.testing.assert_allclose(jax.vmap(schedule)(steps), jax.vmap(reference)(steps), rtol=1e-12, atol=0)
+
+
+def test_warmup_cosine_schedule_without_warmup(float64):
+    schedule = optimizers.warmup_cosine_schedule(1e-3, 100, warmup_fraction=0.0)
+    steps = np.arange(0, 101, 10)
+    expected = [_reference_warmup_cosine(step, 1e-3, 100, 0) for step in steps]
+    np.testing.assert_allclose(jax.vmap(schedule)(jnp.asarray(steps)), expected, rtol=1e-12, atol=0)
+
+
+def test_warmup_cosine_schedule_caps_warmup(float64):
+    # round(0.9 * 2) = 2 warm-up steps would leave no cosine step, so one is used.
+    schedule = optimizers.warmup_cosine_schedule(1e-3, 2, warmup_fraction=0.9)
+    assert float(schedule(0)) == pytest.approx(1e-7, rel=1e-12)
+    assert float(schedule(1)) == pytest.approx(1e-3, rel=1e-12)
+    assert float(schedule(2)) == pytest.approx(1e-5, rel=1e-12)
+
+
+def test_warmup_cosine_schedule_traced_peak(float64):
+    peaks = [1e-4, 1e-3, 3e-2]
+
+    def rate_at_step_37(peak):
+        return optimizers.warmup_cosine_schedule(peak, 100)(37)
+
+    batched = jax.jit(jax.vmap(rate_at_step_37))(jnp.asarray(peaks))
+
+    expected = [_reference_warmup_cosine(37, peak, 100, 5) for peak in peaks]
+    np.testing.assert_allclose(batched, expected, rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, message",
+    [
+        ((0.0, 100), {}, "peak_learning_rate=0.0 is invalid; expected a value > 0"),
+        ((1e-3, 0), {}, "total_steps=0 is invalid; expected an integer >= 1"),
+        ((1e-3, 10.0), {}, "total_steps=10.0 is invalid; expected an integer >= 1"),
+        ((1e-3, 100), dict(warmup_fraction=1.0), r"warmup_fraction=1.0 is invalid; expected a value in \[0, 1\)"),
+        ((1e-3, 100), dict(warmup_fraction=-0.1), r"warmup_fraction=-0.1 is invalid; expected a value in \[0, 1\)"),
+        ((1e-3, 100), dict(initial_learning_rate=-1.0), "initial_learning_rate=-1.0 is invalid; expected a value >= 0"),
+        ((1e-3, 100), dict(final_learning_rate=-1.0), "final_learning_rate=-1.0 is invalid; expected a value >= 0"),
+    ],
+)
+def test_warmup_cosine_schedule_invalid_arguments(args, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        optimizers.warmup_cosine_schedule(*args, **kwargs)
+
+
+def test_gradient_clipping_scales_large_gradients(float64):
+    params = {"w": jnp.ones((3,)), "b": jnp.ones((4,))}
+    # Global norm sqrt(3 * 2^2 + 4 * 2^2) = sqrt(28) > 1 is scaled to 1.
+    large = {"w": jnp.full((3,), 2.0), "b": jnp.full((4,), -2.0)}
+    small = {"w": jnp.full((3,), 0.1), "b": jnp.full((4,), -0.1)}
+    tx = optimizers.with_gradient_clipping(optimizers.sgd(learning_rate=1.0))
+    state = tx.init(params)
+
+    large_updates, _ = tx.update(large, state, params)
+    small_updates, _ = tx.update(small, state, params)
+
+    for name in params:
+        np.testing.assert_allclose(large_updates[name], -large[name] / np.sqrt(28.0), rtol=1e-12)
+        np.testing.assert_allclose(small_updates[name], -small[name], rtol=1e-12)
+
+
+def test_gradient_clipping_leaves_decay_unclipped(float64):
+    params = {"w": jnp.full((3,), 10.0)}
+    gradients = {"w": jnp.full((3,), 2.0)}
+    tx = optimizers.with_gradient_clipping(optimizers.sgdw(learning_rate=1.0, weight_decay=0.5), max_norm=0.5)
+
+    updates, _ = tx.update(gradients, tx.init(params), params)
+
+    # The gradient (norm 2 * sqrt(3)) is scaled to norm 0.5, but the decay 0.5 * w is added whole.
+    clipped = gradients["w"] * 0.5 / (2.0 * np.sqrt(3.0))
+    np.testing.assert_allclose(updates["w"], -(clipped + 0.5 * params["w"]), rtol=1e-12)
+
+
+@pytest.mark.parametrize("max_norm", [0.0, -1.0])
+def test_gradient_clipping_invalid_max_norm(max_norm):
+    with pytest.raises(ValueError, match=f"max_norm={max_norm} is invalid; expected a value > 0"):
+        optimizers.with_gradient_clipping(optimizers.sgd(learning_rate=0.1), max_norm=max_norm)

@@ -27,12 +27,17 @@ repeated. A run folder with a different configuration is an error unless
 import dataclasses
 import os
 from pathlib import Path
+import shutil
 
 from absl import flags
 from absl import logging
+from flax import nnx
+import jax
 
 from experiments import cli
+from ncjax import checkpoints
 from ncjax import data as data_lib
+from ncjax import models
 from ncjax import optimizers
 from ncjax import plotting
 from ncjax import results
@@ -51,7 +56,19 @@ _SAMPLES_PER_CLASS = flags.DEFINE_integer(
     "Train on a balanced subset with this many samples per class "
     "(default: the whole training split).",
 )
-_MODEL = flags.DEFINE_string("model", "mlp", "Model: mlp.")
+_MODEL = flags.DEFINE_string(
+    "model", "mlp", f"Model: one of {', '.join(models.MODELS)}."
+)
+_WIDTH = flags.DEFINE_float(
+    "width", 1.0,
+    "Channel multiplier of resnet9 and vgg9, and width multiplier of vit "
+    "(0.125 gives a ResNet9 with 64 features, for CPU runs).",
+)
+_AUGMENT = flags.DEFINE_bool(
+    "augment", None,
+    "Random crops of the 4-pixel padded images and horizontal flips "
+    "(default: on for cifar10 and tfds:cifar10, off otherwise).",
+)
 _HIDDEN_SIZES = flags.DEFINE_list(
     "hidden_sizes", ["256", "256", "256"],
     "MLP hidden layer widths; the last one is the feature dimension p.",
@@ -97,6 +114,23 @@ _METRICS_DTYPE = flags.DEFINE_enum(
 _WORKDIR = flags.DEFINE_string("workdir", "runs/train", "Output directory.")
 _FIGURE = flags.DEFINE_string(
     "figure", None, "Path of the PNG figure (default: WORKDIR/nc_over_training.png)."
+)
+_CHECKPOINT_EVERY = flags.DEFINE_integer(
+    "checkpoint_every", 10,
+    "Write an Orbax checkpoint of each run every N epochs, so that repeating "
+    "the command resumes an interrupted run from its last checkpoint; 0 "
+    "writes none.",
+)
+_COORDINATOR_ADDRESS = flags.DEFINE_string(
+    "coordinator_address", None,
+    "For training on several hosts: host:port of process 0, passed with "
+    "--num_processes and --process_id to jax.distributed.initialize.",
+)
+_NUM_PROCESSES = flags.DEFINE_integer(
+    "num_processes", None, "For several hosts: the number of processes."
+)
+_PROCESS_ID = flags.DEFINE_integer(
+    "process_id", None, "For several hosts: the index of this process, from 0."
 )
 _RERUN = flags.DEFINE_bool(
     "rerun", False,
@@ -149,6 +183,8 @@ def build_configs() -> list[training.TrainConfig]:
             model=_MODEL.value,
             hidden_sizes=hidden_sizes,
             batch_norm=_BATCH_NORM.value,
+            width=_WIDTH.value,
+            augment=augment_default() if _AUGMENT.value is None else _AUGMENT.value,
             optimizer=name,
             learning_rate=hyperparameters.learning_rate,
             momentum=hyperparameters.momentum,
@@ -175,12 +211,47 @@ def build_configs() -> list[training.TrainConfig]:
     return configs
 
 
+# Datasets read from files in --data_dir; TFDS datasets also take it, as
+# the directory of their prepared files.
+FILE_DATASETS = ("mnist", "fashion_mnist", "cifar10")
+
+
+def augment_default() -> bool:
+    return _DATASET.value in ("cifar10", f"{data_lib.TFDS_PREFIX}cifar10")
+
+
 def check_data_dir_is_used() -> None:
-    if _DATA_DIR.value is not None and _DATASET.value != "mnist":
+    reads_files = _DATASET.value in FILE_DATASETS or _DATASET.value.startswith(data_lib.TFDS_PREFIX)
+    if _DATA_DIR.value is not None and not reads_files:
         raise ValueError(
             f"--data_dir={_DATA_DIR.value} is set but --dataset={_DATASET.value} reads "
-            "no files; pass --dataset=mnist to read it, or drop --data_dir"
+            f"no files; --data_dir applies to {', '.join(FILE_DATASETS)} and tfds:* datasets"
         )
+
+
+def check_checkpoint_every() -> int | None:
+    """Return the epochs between checkpoints, or None for --checkpoint_every=0."""
+    value = _CHECKPOINT_EVERY.value
+    if value < 0:
+        raise ValueError(f"--checkpoint_every={value} is invalid; expected an integer >= 0")
+    return value or None
+
+
+def initialize_distributed() -> None:
+    """Connect to the other processes when --coordinator_address is given."""
+    values = (_COORDINATOR_ADDRESS.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    if all(value is None for value in values):
+        return
+    if any(value is None for value in values):
+        raise ValueError(
+            "--coordinator_address, --num_processes and --process_id must be given "
+            "together; got only some of them"
+        )
+    jax.distributed.initialize(
+        coordinator_address=_COORDINATOR_ADDRESS.value,
+        num_processes=_NUM_PROCESSES.value,
+        process_id=_PROCESS_ID.value,
+    )
 
 
 def check_workdir(workdir: Path, configs: list[training.TrainConfig]) -> None:
@@ -230,6 +301,7 @@ def changed_fields(run_dir: Path, config: training.TrainConfig) -> list[str]:
 
 
 def load_data(config: training.TrainConfig) -> data_lib.Dataset:
+    """Load the dataset and check that the model and batch sizes fit it."""
     dataset = data_lib.load_dataset(
         config.dataset,
         data_dir=config.data_dir,
@@ -237,6 +309,13 @@ def load_data(config: training.TrainConfig) -> data_lib.Dataset:
         seed=config.seed,
     )
     training.steps_per_epoch(dataset.x_train.shape[0], config.batch_size)
+    training.check_batch_sizes(config, len(jax.devices()))
+    # Shapes only: raises the model's ValueError for an input shape or width
+    # it cannot take, without initialising any weights.
+    nnx.eval_shape(lambda: models.create_model(
+        config.model, dataset.x_train.shape[1:], dataset.num_classes, seed=config.seed,
+        hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm, width=config.width,
+    ))
     return dataset
 
 
@@ -284,6 +363,8 @@ def main(argv):
     workdir = Path(_WORKDIR.value)
     try:
         check_data_dir_is_used()
+        checkpoint_every = check_checkpoint_every()
+        initialize_distributed()
         configs = build_configs()
         check_workdir(workdir, configs)
         dataset = load_data(configs[0])
@@ -304,10 +385,14 @@ def main(argv):
                          "(pass --rerun to train again)", config.optimizer, run_dir)
             runs[config.optimizer] = previous
             continue
+        if _RERUN.value:
+            # A checkpoint of the replaced run would otherwise be resumed.
+            shutil.rmtree(run_dir / checkpoints.CHECKPOINT_DIR, ignore_errors=True)
         logging.info("%s: lr %g, momentum %g, weight decay %g", config.optimizer,
                      config.learning_rate, config.momentum, config.weight_decay)
         runs[config.optimizer] = training.train_and_evaluate(
-            config, dataset, workdir=run_dir, name=config.optimizer
+            config, dataset, workdir=run_dir, name=config.optimizer,
+            checkpoint_every=checkpoint_every,
         )
 
     figure = Path(_FIGURE.value) if _FIGURE.value else workdir / "nc_over_training.png"

@@ -23,6 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from ncjax import augment as augment_lib
+from ncjax import checkpoints
 from ncjax import data as data_lib
 from ncjax import metrics as metrics_lib
 from ncjax import models
@@ -43,6 +45,11 @@ class TrainConfig:
     model: str = "mlp"
     hidden_sizes: tuple[int, ...] = (256, 256, 256)
     batch_norm: bool = True
+    # Channel (or ViT width) multiplier of the convolutional models and the ViT.
+    width: float = 1.0
+    # Random 32x32 crops of the 4-pixel padded images and horizontal flips,
+    # drawn on the device from the seed (the study's CIFAR-10 augmentation).
+    augment: bool = False
     optimizer: str = "adam"
     learning_rate: float = 0.005
     momentum: float = 0.9
@@ -76,6 +83,8 @@ class TrainConfig:
             raise ValueError(
                 f"unknown model {self.model!r}; expected one of: {', '.join(models.MODELS)}"
             )
+        if not (isinstance(self.width, (int, float)) and self.width > 0):
+            raise ValueError(f"width={self.width!r} is invalid; expected a value > 0")
         if any(size < 1 for size in self.hidden_sizes) or not self.hidden_sizes:
             raise ValueError(
                 f"hidden_sizes={list(self.hidden_sizes)} is invalid; "
@@ -162,6 +171,12 @@ def is_mix_optimizer(name: str) -> bool:
     return name in optimizers.MIX_OPTIMIZERS
 
 
+# The study trains its ViT with a warm-up and cosine schedule, gradient
+# clipping and no decay on biases and LayerNorm parameters; its other
+# networks with step decay, no clipping and decay on every parameter.
+VIT_MAX_GRADIENT_NORM = 1.0
+
+
 def make_optimizer(
     name: str,
     *,
@@ -171,29 +186,66 @@ def make_optimizer(
     momentum: Any,
     weight_decay: Any,
     coupled_weight_decay: Any = None,
+    schedule: str = "step",
+    mask: Any = None,
+    max_gradient_norm: float | None = None,
 ) -> optax.GradientTransformation:
-    """Create optimizer `name` with the step-decay schedule.
+    """Create optimizer `name` with its learning-rate schedule.
 
     The hyperparameters may be Python numbers or traced JAX scalars, so one
     compiled program can serve a grid of values.
+
+    Args:
+      schedule: "step" divides the rate by 10 after one third and two thirds
+        of the epochs; "warmup_cosine" is `optimizers.warmup_cosine_schedule`
+        over all steps (the study's ViT schedule).
+      mask: the parameters that decay, for example
+        `models.weight_decay_mask(model)`; None decays all of them.
+      max_gradient_norm: if given, gradients are clipped to this global norm
+        before the optimizer sees them.
     """
-    schedule = optimizers.step_decay_schedule(learning_rate, epochs, num_steps_per_epoch)
+    total_steps = epochs * num_steps_per_epoch
+    if schedule == "step":
+        rate = optimizers.step_decay_schedule(learning_rate, epochs, num_steps_per_epoch)
+    elif schedule == "warmup_cosine":
+        rate = optimizers.warmup_cosine_schedule(learning_rate, total_steps)
+    else:
+        raise ValueError(f"schedule={schedule!r} is invalid; expected 'step' or 'warmup_cosine'")
     kwargs = {}
     if is_mix_optimizer(name):
         kwargs["coupled_weight_decay"] = (
             0.0 if coupled_weight_decay is None else coupled_weight_decay
         )
-    return optimizers.create_optimizer(
+    tx = optimizers.create_optimizer(
         name,
-        learning_rate=schedule,
+        learning_rate=rate,
         momentum=momentum,
         weight_decay=weight_decay,
+        mask=mask,
         **kwargs,
     )
+    if max_gradient_norm is not None:
+        tx = optimizers.with_gradient_clipping(tx, max_gradient_norm)
+    return tx
 
 
-def build_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.GradientTransformation:
-    """Create the configured optimizer with the step-decay schedule."""
+def build_optimizer(
+    config: TrainConfig, num_steps_per_epoch: int, model: nnx.Module | None = None
+) -> optax.GradientTransformation:
+    """Create the configured optimizer with the schedule of its model.
+
+    For the ViT, `model` is required: its decay mask leaves out biases,
+    LayerNorm parameters, the class token and the position embeddings.
+    """
+    vit_options = {}
+    if config.model == "vit":
+        if model is None:
+            raise ValueError("the ViT's optimizer needs the model for its weight decay mask")
+        vit_options = dict(
+            schedule="warmup_cosine",
+            mask=models.weight_decay_mask(model),
+            max_gradient_norm=VIT_MAX_GRADIENT_NORM,
+        )
     return make_optimizer(
         config.optimizer,
         epochs=config.epochs,
@@ -202,6 +254,7 @@ def build_optimizer(config: TrainConfig, num_steps_per_epoch: int) -> optax.Grad
         momentum=config.momentum,
         weight_decay=config.weight_decay,
         coupled_weight_decay=config.coupled_weight_decay,
+        **vit_options,
     )
 
 
@@ -210,8 +263,17 @@ def _epoch_function(
     tx: optax.GradientTransformation,
     num_steps: int,
     batch_size: int,
+    *,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    augment: bool = False,
 ) -> Callable[..., Any]:
-    """Return the unjitted (params, rest, opt_state, x, y, key) -> (..., losses) epoch."""
+    """Return the unjitted (params, rest, opt_state, x, y, key) -> (..., losses) epoch.
+
+    With `batch_sharding`, every minibatch is split along its batch axis
+    across the devices of that sharding. The program stays the global
+    computation, so BatchNorm statistics and the gradient are those of the
+    whole minibatch, and XLA inserts the reductions across devices.
+    """
 
     def loss_fn(params, rest, x, y):
         model = nnx.merge(graphdef, params, rest, copy=True)
@@ -220,11 +282,16 @@ def _epoch_function(
         _, _, new_rest = nnx.split(model, nnx.Param, ...)
         return loss, new_rest
 
-    def train_step(carry, batch_indices):
+    def train_step(carry, inputs):
         params, rest, opt_state, x, y = carry
-        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            params, rest, x[batch_indices], y[batch_indices]
-        )
+        batch_indices, augment_key = inputs
+        xb, yb = x[batch_indices], y[batch_indices]
+        if batch_sharding is not None:
+            xb = jax.lax.with_sharding_constraint(xb, batch_sharding)
+            yb = jax.lax.with_sharding_constraint(yb, batch_sharding)
+        if augment:
+            xb = augment_lib.random_crop_and_flip(augment_key, xb)
+        (loss, rest), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, rest, xb, yb)
         updates, opt_state = tx.update(grads, opt_state, params)
         params = optax.apply_updates(params, updates)
         return (params, rest, opt_state, x, y), loss
@@ -232,8 +299,13 @@ def _epoch_function(
     def train_epoch(params, rest, opt_state, x, y, key):
         order = jax.random.permutation(key, x.shape[0])
         batches = order[: num_steps * batch_size].reshape(num_steps, batch_size)
+        # Derived with fold_in, so the data order is the same with and
+        # without augmentation.
+        augment_keys = jax.random.split(jax.random.fold_in(key, 1), num_steps)
         carry = (params, rest, opt_state, x, y)
-        (params, rest, opt_state, _, _), losses = jax.lax.scan(train_step, carry, batches)
+        (params, rest, opt_state, _, _), losses = jax.lax.scan(
+            train_step, carry, (batches, augment_keys)
+        )
         return params, rest, opt_state, losses
 
     return train_epoch
@@ -244,14 +316,22 @@ def make_train_epoch(
     tx: optax.GradientTransformation,
     num_steps: int,
     batch_size: int,
+    *,
+    batch_sharding: jax.sharding.Sharding | None = None,
+    augment: bool = False,
 ) -> Callable[..., Any]:
     """Return a jitted function that runs one shuffled epoch of `num_steps` steps.
 
     The function maps (params, rest, opt_state, x, y, key) to
     (params, rest, opt_state, losses), where `rest` is the model's non-trainable
-    state and `losses` contains the minibatch loss of every step.
+    state and `losses` contains the minibatch loss of every step. With
+    `batch_sharding` each minibatch is split across devices (data
+    parallelism); with `augment` each minibatch is randomly cropped and
+    flipped, with keys drawn from `key`.
     """
-    return jax.jit(_epoch_function(graphdef, tx, num_steps, batch_size))
+    return jax.jit(_epoch_function(
+        graphdef, tx, num_steps, batch_size, batch_sharding=batch_sharding, augment=augment
+    ))
 
 
 def make_grid_train_epoch(
@@ -322,6 +402,7 @@ def evaluate(
     batch_size: int,
     metrics_dtype: str = "float64",
     forward: Callable[..., Any] | None = None,
+    batch_sharding: jax.sharding.Sharding | None = None,
 ) -> dict[str, Any]:
     """Compute loss, accuracy and every collapse metric of `model`.
 
@@ -332,7 +413,8 @@ def evaluate(
     (BatchNorm running statistics), so `model` itself is left as it was.
     `forward`, when given, must come from `make_forward` on the inference-mode
     graph of this architecture; reusing it across evaluations avoids a
-    recompile.
+    recompile. With `batch_sharding`, each batch is split across its devices,
+    so `batch_size` must be a multiple of their number.
     """
     inference_model = nnx.clone(model)
     inference_model.eval()
@@ -343,14 +425,20 @@ def evaluate(
     dim = W.shape[1]
     num_classes = dataset.num_classes
 
+    def batches(x, y):
+        for xb, yb, wb in _padded_batches(x, y, batch_size):
+            if batch_sharding is not None:
+                xb, yb, wb = jax.device_put((xb, yb, wb), batch_sharding)
+            yield xb, yb, wb
+
     accumulator = metrics_lib.StreamingClassStatistics(num_classes, dim, dtype=dtype)
     train_loss = train_correct = 0.0
-    for xb, yb, wb in _padded_batches(dataset.x_train, dataset.y_train, batch_size):
+    for xb, yb, wb in batches(dataset.x_train, dataset.y_train):
         features, loss_sum, correct_sum = forward(params, rest, xb, yb, wb)
         accumulator.update_means(features, yb, wb)
         train_loss += float(loss_sum)
         train_correct += float(correct_sum)
-    for xb, yb, wb in _padded_batches(dataset.x_train, dataset.y_train, batch_size):
+    for xb, yb, wb in batches(dataset.x_train, dataset.y_train):
         features, _, _ = forward(params, rest, xb, yb, wb)
         accumulator.update_covariance(features, yb, wb)
     stats = accumulator.result()
@@ -358,7 +446,7 @@ def evaluate(
     # Float64 statistics stay float64 only while x64 is enabled.
     x64 = jax.enable_x64(True) if metrics_dtype == "float64" else contextlib.nullcontext()
     test_loss = test_correct = matches = 0.0
-    for xb, yb, wb in _padded_batches(dataset.x_test, dataset.y_test, batch_size):
+    for xb, yb, wb in batches(dataset.x_test, dataset.y_test):
         features, loss_sum, correct_sum = forward(params, rest, xb, yb, wb)
         test_loss += float(loss_sum)
         test_correct += float(correct_sum)
@@ -401,11 +489,14 @@ class _RunLog:
     written when the run ends.
     """
 
-    def __init__(self, config, dataset, name, workdir):
+    def __init__(self, config, dataset, name, workdir, batch_sharding=None):
         self.config = config
         self.dataset = dataset
         self.name = name
-        self.workdir = Path(workdir) if workdir is not None else None
+        # With several processes (jax.distributed), only the first writes.
+        is_writer = jax.process_index() == 0
+        self.workdir = Path(workdir) if workdir is not None and is_writer else None
+        self.batch_sharding = batch_sharding
         self.history: list[dict[str, Any]] = []
         self.start = time.perf_counter()
         if self.workdir is not None:
@@ -419,12 +510,24 @@ class _RunLog:
     def record(self, model, epoch, num_steps, forward) -> None:
         row = {"epoch": epoch, "step": epoch * num_steps}
         row.update(evaluate(model, self.dataset, batch_size=self.config.eval_batch_size,
-                            metrics_dtype=self.config.metrics_dtype, forward=forward))
+                            metrics_dtype=self.config.metrics_dtype, forward=forward,
+                            batch_sharding=self.batch_sharding))
         row["time_s"] = time.perf_counter() - self.start
         self.history.append(row)
         _log_row(self.name, row, self.config.epochs)
         if self.workdir is not None:
             results.write_jsonl(self.workdir / results.METRICS_FILE, self.history)
+
+    def resume(self, history: list[dict[str, Any]], epoch: int) -> None:
+        """Continue after `epoch` from the stored `history`, dropping later rows.
+
+        Rows after the checkpoint's epoch belong to steps the resumed run
+        trains again, so they are recomputed rather than kept.
+        """
+        self.history = [row for row in history if row["epoch"] <= epoch]
+        if self.history:
+            self.start = time.perf_counter() - self.history[-1]["time_s"]
+        logging.info("%s resumed from the checkpoint after epoch %d", self.name, epoch)
 
     def diverged(self, losses, epoch, num_steps) -> int:
         """Log the first non-finite loss of `epoch` and return its global step."""
@@ -461,9 +564,35 @@ def _create_split_model(config: TrainConfig, dataset: data_lib.Dataset):
         seed=config.seed,
         hidden_sizes=config.hidden_sizes,
         batch_norm=config.batch_norm,
+        width=config.width,
     )
     model.train()
     return nnx.split(model, nnx.Param, ...)
+
+
+DATA_AXIS = "data"
+
+
+def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> jax.sharding.Mesh:
+    """Return a one-axis mesh named `DATA_AXIS` over `devices` (default: all devices).
+
+    With several processes started by `jax.distributed.initialize`,
+    `jax.devices()` lists the devices of every process, so the mesh spans
+    them all.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def check_batch_sizes(config: TrainConfig, num_devices: int) -> None:
+    """Raise ValueError unless both batch sizes split evenly across `num_devices`."""
+    for name in ("batch_size", "eval_batch_size"):
+        value = getattr(config, name)
+        if value % num_devices:
+            raise ValueError(
+                f"{name}={value} is invalid for {num_devices} devices; expected a "
+                f"multiple of {num_devices}, because each batch is split evenly across them"
+            )
 
 
 def train_and_evaluate(
@@ -472,29 +601,72 @@ def train_and_evaluate(
     *,
     workdir: str | Path | None = None,
     name: str | None = None,
+    checkpoint_every: int | None = None,
+    devices: Sequence[jax.Device] | None = None,
 ) -> RunResult:
     """Train `config` on `dataset`, evaluating collapse metrics along the way.
+
+    Training is data parallel over `devices` (default: all devices): the
+    parameters and the dataset are replicated, and each minibatch is split
+    across the devices, so `batch_size` and `eval_batch_size` must be
+    multiples of their number. The result equals a one-device run up to
+    the order of floating-point sums.
 
     When `workdir` is given, the resolved configuration, one JSON line per
     evaluation (rewritten atomically after each) and a summary are written
     there. A run whose loss becomes NaN or infinite stops at that epoch and
     is returned and recorded with status "diverged" and the first bad step.
+
+    With `checkpoint_every`, an Orbax checkpoint of the whole training state
+    is written to `workdir/checkpoints` every that many epochs, and a call
+    that finds one there continues after its epoch. The resumed run takes
+    the same steps as an uninterrupted one. The checkpoint must come from
+    the same `config`; `experiments.train` checks that before calling.
     """
     config.validate()
-    log = _RunLog(config, dataset, name or config.optimizer, workdir)
+    if checkpoint_every is not None:
+        if not isinstance(checkpoint_every, int) or checkpoint_every < 1:
+            raise ValueError(
+                f"checkpoint_every={checkpoint_every!r} is invalid; expected an integer >= 1 or None"
+            )
+        if workdir is None:
+            raise ValueError("checkpoint_every is set without a workdir; checkpoints need a workdir")
+    mesh = data_parallel_mesh(devices)
+    check_batch_sizes(config, mesh.size)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+
+    log = _RunLog(config, dataset, name or config.optimizer, workdir, batch_sharding)
     num_steps = steps_per_epoch(dataset.x_train.shape[0], config.batch_size)
-    tx = build_optimizer(config, num_steps)
     graphdef, params, rest = _create_split_model(config, dataset)
-    opt_state = tx.init(params)
-    train_epoch = make_train_epoch(graphdef, tx, num_steps, config.batch_size)
+    tx = build_optimizer(config, num_steps, nnx.merge(graphdef, params, rest))
+    params, rest = jax.device_put((params, rest), replicated)
+    opt_state = jax.device_put(tx.init(params), replicated)
+    train_epoch = make_train_epoch(
+        graphdef, tx, num_steps, config.batch_size,
+        batch_sharding=batch_sharding, augment=config.augment,
+    )
     forward = _inference_forward(graphdef, params, rest)
-    x_train = jnp.asarray(dataset.x_train)
-    y_train = jnp.asarray(dataset.y_train)
+    x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), replicated)
     key = jax.random.key(config.seed)
 
+    start_epoch = 0
+    manager = None
+    if checkpoint_every is not None:
+        manager = checkpoints.open_manager(workdir)
+        restored = checkpoints.restore_latest(
+            manager, checkpoints.training_state(params, rest, opt_state, key, 0)
+        )
+        if restored is not None:
+            params, rest, opt_state = restored["params"], restored["rest"], restored["opt_state"]
+            key = checkpoints.unpack_key(restored)
+            start_epoch = int(restored["epoch"])
+            log.resume(_stored_history(workdir), start_epoch)
+
     status, diverged_at = "completed", None
-    log.record(nnx.merge(graphdef, params, rest), 0, num_steps, forward)
-    for epoch in range(1, config.epochs + 1):
+    if start_epoch == 0:
+        log.record(nnx.merge(graphdef, params, rest), 0, num_steps, forward)
+    for epoch in range(start_epoch + 1, config.epochs + 1):
         key, epoch_key = jax.random.split(key)
         new_params, new_rest, new_opt_state, losses = train_epoch(
             params, rest, opt_state, x_train, y_train, epoch_key
@@ -506,7 +678,19 @@ def train_and_evaluate(
         params, rest, opt_state = new_params, new_rest, new_opt_state
         if epoch % config.eval_every == 0 or epoch == config.epochs:
             log.record(nnx.merge(graphdef, params, rest), epoch, num_steps, forward)
+        if manager is not None and epoch % checkpoint_every == 0:
+            checkpoints.save(manager, checkpoints.training_state(params, rest, opt_state, key, epoch))
+    if manager is not None:
+        manager.close()
     return log.finish(status, diverged_at, nnx.merge(graphdef, params, rest))
+
+
+def _stored_history(workdir: str | Path) -> list[dict[str, Any]]:
+    """Return the evaluation rows already written to `workdir`, or [] if there are none."""
+    try:
+        return results.read_jsonl(Path(workdir) / results.METRICS_FILE)
+    except FileNotFoundError:
+        return []
 
 
 # Fields that may differ between the members of one grid: they enter the
@@ -520,6 +704,13 @@ def _check_grid(configs: Sequence[TrainConfig]) -> None:
     for config in configs:
         config.validate()
     reference = configs[0]
+    # NOTE: the grid program has neither the ViT's schedule, clipping and
+    # decay mask nor augmentation yet, so it rejects them instead of
+    # training something else.
+    if reference.model == "vit":
+        raise ValueError("train_grid does not support model 'vit'; train it with train_and_evaluate")
+    if reference.augment:
+        raise ValueError("train_grid does not support augment=True; train it with train_and_evaluate")
     for config in configs[1:]:
         for field in dataclasses.fields(TrainConfig):
             if field.name in GRID_FIELDS:

@@ -140,7 +140,7 @@ def test_mix_takes_coupled_weight_decay(tmp_path):
 
 def test_data_dir_with_digits_rejected(tmp_path):
     result = run_train(f"--data_dir={tmp_path}", f"--workdir={tmp_path / 'run'}")
-    assert_usage_error(result, f"--data_dir={tmp_path}", "--dataset=mnist")
+    assert_usage_error(result, f"--data_dir={tmp_path}", "applies to mnist, fashion_mnist, cifar10")
     assert not (tmp_path / "run").exists()
 
 

@@ -136,8 +136,23 @@ class ConvBlock(nnx.Module):
             h = self.norm(h)
         h = nnx.relu(h)
         if self.pool:
-            h = nnx.max_pool(h, window_shape=(2, 2), strides=(2, 2))
+            h = max_pool_2x2(h)
         return h
+
+
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """Max-pool (batch, H, W, C) over 2x2 windows with stride 2; H and W must be even.
+
+    A reshape and a max rather than `nnx.max_pool`, whose gradient
+    (select-and-scatter) took 3.6 times as long on XLA CPU (jax 0.10.2,
+    batch 128 of 32x32x32). The outputs are equal. The gradients differ only
+    for ties inside a window, which this form splits equally and PyTorch
+    gives to one element. After a ReLU ties are zeros, whose gradient the
+    ReLU stops anyway.
+    """
+    batch, height, width, channels = x.shape
+    windows = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+    return windows.max(axis=(2, 4))
 
 
 class ResidualPair(nnx.Module):

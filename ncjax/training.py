@@ -172,8 +172,8 @@ def is_mix_optimizer(name: str) -> bool:
 
 
 # The study trains its ViT with a warm-up and cosine schedule, gradient
-# clipping and no decay on biases and LayerNorm parameters; its other
-# networks with step decay, no clipping and decay on every parameter.
+# clipping and no decay on biases and LayerNorm parameters. Its other
+# networks use step decay, no clipping and decay on every parameter.
 VIT_MAX_GRADIENT_NORM = 1.0
 
 
@@ -296,17 +296,46 @@ def _epoch_function(
         params = optax.apply_updates(params, updates)
         return (params, rest, opt_state, x, y), loss
 
-    def train_epoch(params, rest, opt_state, x, y, key):
-        order = jax.random.permutation(key, x.shape[0])
+    def epoch_inputs(key, num_examples):
+        order = jax.random.permutation(key, num_examples)
         batches = order[: num_steps * batch_size].reshape(num_steps, batch_size)
         # Derived with fold_in, so the data order is the same with and
         # without augmentation.
         augment_keys = jax.random.split(jax.random.fold_in(key, 1), num_steps)
+        return batches, augment_keys
+
+    def train_epoch(params, rest, opt_state, x, y, key):
+        inputs = epoch_inputs(key, x.shape[0])
         carry = (params, rest, opt_state, x, y)
-        (params, rest, opt_state, _, _), losses = jax.lax.scan(
-            train_step, carry, (batches, augment_keys)
-        )
+        (params, rest, opt_state, _, _), losses = jax.lax.scan(train_step, carry, inputs)
         return params, rest, opt_state, losses
+
+    train_epoch.train_step = train_step
+    train_epoch.epoch_inputs = epoch_inputs
+    return train_epoch
+
+
+def _stepwise_epoch(epoch: Callable[..., Any]) -> Callable[..., Any]:
+    """Return `epoch` run as one jitted call per step instead of one `lax.scan`.
+
+    The same steps in the same order, for models whose steps are slow inside
+    a compiled loop. On XLA CPU (jax 0.10.2) the weight gradient of a
+    convolution inside a `while` loop ran about 30 times slower than the
+    same convolution outside one (jax-ml/jax issue 12868). With steps of
+    tens of milliseconds or more, one dispatch per step costs little.
+    """
+    step = jax.jit(epoch.train_step)
+    epoch_inputs = jax.jit(epoch.epoch_inputs, static_argnums=1)
+
+    def train_epoch(params, rest, opt_state, x, y, key):
+        batches, augment_keys = epoch_inputs(key, x.shape[0])
+        carry = (params, rest, opt_state, x, y)
+        losses = []
+        for indices, augment_key in zip(batches, augment_keys):
+            carry, loss = step(carry, (indices, augment_key))
+            losses.append(loss)
+        params, rest, opt_state, _, _ = carry
+        return params, rest, opt_state, jnp.stack(losses)
 
     return train_epoch
 
@@ -319,19 +348,24 @@ def make_train_epoch(
     *,
     batch_sharding: jax.sharding.Sharding | None = None,
     augment: bool = False,
+    stepwise: bool = False,
 ) -> Callable[..., Any]:
-    """Return a jitted function that runs one shuffled epoch of `num_steps` steps.
+    """Return a function that runs one shuffled epoch of `num_steps` steps.
 
     The function maps (params, rest, opt_state, x, y, key) to
     (params, rest, opt_state, losses), where `rest` is the model's non-trainable
     state and `losses` contains the minibatch loss of every step. With
     `batch_sharding` each minibatch is split across devices (data
     parallelism); with `augment` each minibatch is randomly cropped and
-    flipped, with keys drawn from `key`.
+    flipped, with keys drawn from `key`. The epoch is one jitted `lax.scan`,
+    or with `stepwise` one jitted call per step (see `_stepwise_epoch`).
     """
-    return jax.jit(_epoch_function(
+    epoch = _epoch_function(
         graphdef, tx, num_steps, batch_size, batch_sharding=batch_sharding, augment=augment
-    ))
+    )
+    if stepwise:
+        return _stepwise_epoch(epoch)
+    return jax.jit(epoch)
 
 
 def make_grid_train_epoch(
@@ -584,6 +618,15 @@ def data_parallel_mesh(devices: Sequence[jax.Device] | None = None) -> jax.shard
     return jax.sharding.Mesh(np.asarray(devices), (DATA_AXIS,))
 
 
+def uses_stepwise_epochs(config: TrainConfig) -> bool:
+    """Return whether `config` trains one jitted call per step rather than per epoch.
+
+    True for the convolutional models on CPU, where XLA runs convolution
+    gradients far slower inside a compiled loop (see `_stepwise_epoch`).
+    """
+    return config.model in ("resnet9", "vgg9") and jax.default_backend() == "cpu"
+
+
 def check_batch_sizes(config: TrainConfig, num_devices: int) -> None:
     """Raise ValueError unless both batch sizes split evenly across `num_devices`."""
     for name in ("batch_size", "eval_batch_size"):
@@ -645,6 +688,7 @@ def train_and_evaluate(
     train_epoch = make_train_epoch(
         graphdef, tx, num_steps, config.batch_size,
         batch_sharding=batch_sharding, augment=config.augment,
+        stepwise=uses_stepwise_epochs(config),
     )
     forward = _inference_forward(graphdef, params, rest)
     x_train, y_train = jax.device_put((dataset.x_train, dataset.y_train), replicated)

@@ -12,7 +12,7 @@ import time
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-MNIST_DIR = REPO.parent / "shared" / "data" / "mnist"
+MNIST_DIR = Path(os.environ.get("NCJAX_SHARED_DATA", REPO.parent / "shared" / "data")) / "mnist"
 ENV = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
 
 

@@ -57,7 +57,10 @@ _DATASET = flags.DEFINE_string(
     "dataset", "digits", f"Dataset: one of {', '.join(data_lib.DATASETS)}."
 )
 _DATA_DIR = flags.DEFINE_string(
-    "data_dir", None, "Directory with the dataset's files (IDX files for mnist)."
+    "data_dir", None,
+    "Directory with the dataset's files: IDX files for mnist and fashion_mnist, "
+    "cifar-10-batches-py (or its parent) for cifar10, the TFDS data directory "
+    "for tfds:* datasets.",
 )
 _SAMPLES_PER_CLASS = flags.DEFINE_integer(
     "samples_per_class", None,

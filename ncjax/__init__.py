@@ -4,9 +4,13 @@ Modules:
   metrics     every NC metric as a jitted function, and streaming class statistics
   optimizers  SGD, SGDW, Adam, AdamW, Signum, SignumW and their mixes with a
               coupled share of the decay, as Optax chains
-  models      Flax NNX models exposing penultimate features and the classifier
-  data        scikit-learn digits, MNIST IDX files and a Gaussian mixture
-  training    the jitted training loop, single runs and vmapped grids
+  models      MLP, ResNet9, VGG9 and ViT in Flax NNX, exposing penultimate
+              features and the classifier
+  data        scikit-learn digits, MNIST and FashionMNIST IDX files, CIFAR-10
+              python batches, TFDS, and a Gaussian mixture
+  augment     random crops and flips on the device
+  training    the data-parallel training loop, single runs and vmapped grids
+  checkpoints Orbax checkpoints of a training run, for resuming it
   ufm         the unconstrained feature model, whole grids in one program
   theory      closed forms and simulations of the NC0 theorems
   analysis    grouping and summary statistics of run results
@@ -15,6 +19,8 @@ Modules:
 """
 
 from ncjax import analysis
+from ncjax import augment
+from ncjax import checkpoints
 from ncjax import data
 from ncjax import metrics
 from ncjax import models

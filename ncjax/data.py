@@ -1225,13 +1225,21 @@ def _prepare_tfds_dataset(
     try:
         builder.download_and_prepare()
     except ModuleNotFoundError as error:
-        if error.name != "tensorflow":
-            raise
+        # Without TensorFlow, tfds 4.9.10 fails on the first module the
+        # download step needs: tensorflow itself, or importlib_resources,
+        # which is seen here.
         raise DataError(
-            f"preparing TFDS dataset {name!r} requires TensorFlow, which is not"
-            " installed; install it with `pip install tensorflow`, or prepare the"
-            f" dataset where it is installed with `tfds build {name}"
-            " --file_format=array_record --data_dir=DIR` and pass DIR as data_dir"
+            f"preparing TFDS dataset {name!r} failed: module {error.name!r} is not"
+            " installed. Preparing needs TensorFlow: install it with `pip install"
+            " tensorflow`, or prepare the dataset where it is installed with `tfds"
+            f" build {name} --file_format=array_record --data_dir=DIR` and pass DIR"
+            " as data_dir"
+        ) from None
+    except OSError as error:
+        raise DataError(
+            f"downloading TFDS dataset {name!r} to {builder.data_dir} failed ({error});"
+            " check the network connection, or pass a data_dir that contains the"
+            " prepared dataset"
         ) from None
     return builder
 

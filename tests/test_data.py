@@ -813,22 +813,39 @@ def test_load_tfds_missing_without_download(tfds, tmp_path):
     assert "download=True" in message
 
 
-def test_load_tfds_prepare_needs_tensorflow(tfds, tmp_path, monkeypatch):
-    # tfds raises this error when its preparation code first uses TensorFlow.
-    # The stand-in raises it at once, because the real preparation would
-    # download the dataset first.
-    def prepare_without_tensorflow(self, *args, **kwargs):
-        raise ModuleNotFoundError("No module named 'tensorflow'", name="tensorflow")
+# tfds 4.9.10 without TensorFlow fails on the first module its preparation
+# needs: tensorflow, or importlib_resources in the download step.
+@pytest.mark.parametrize("module", ["tensorflow", "importlib_resources"])
+def test_load_tfds_prepare_needs_tensorflow(tfds, tmp_path, monkeypatch, module):
+    # The stand-in raises at once, because the real preparation would try to
+    # download the dataset, which this machine cannot reach.
+    def prepare_without_module(self, *args, **kwargs):
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
 
     monkeypatch.setattr(
-        tfds.core.DatasetBuilder, "download_and_prepare", prepare_without_tensorflow
+        tfds.core.DatasetBuilder, "download_and_prepare", prepare_without_module
     )
 
     with pytest.raises(data.DataError) as error:
         data.load_tfds("cifar10", data_dir=tmp_path)
     message = str(error.value)
-    assert "requires TensorFlow" in message
+    assert f"module '{module}' is not installed" in message
+    assert "Preparing needs TensorFlow" in message
     assert "tfds build cifar10 --file_format=array_record" in message
+
+
+def test_load_tfds_download_failure(tfds, tmp_path, monkeypatch):
+    # Stands in for the network failure of a real download.
+    def prepare_offline(self, *args, **kwargs):
+        raise ConnectionError("connection refused")
+
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", prepare_offline)
+
+    with pytest.raises(data.DataError) as error:
+        data.load_tfds("mnist", data_dir=tmp_path)
+    message = str(error.value)
+    assert "downloading TFDS dataset 'mnist'" in message
+    assert "connection refused" in message
 
 
 def test_load_tfds_unknown_name():

@@ -44,14 +44,42 @@ print(json.dumps(histories))
 CONTINUOUS = ("train_loss", "test_loss", "nc0", "nc1", "nc2", "nc2w", "nc2m", "nc3")
 
 
-def run_on_one_and_two_devices(model: str) -> tuple[list[dict], list[dict]]:
+# Compiles the MLP's epoch for the 2-device mesh and counts the all-reduce
+# operations, which exist only if the batch is really split: a replicated
+# computation would also match the 1-device metrics.
+COLLECTIVES_SCRIPT = """
+import jax
+from ncjax import data, training
+
+dataset = data.load_dataset("digits", samples_per_class=40)
+config = training.TrainConfig(hidden_sizes=(64, 64), epochs=1, batch_size=32)
+graphdef, params, rest = training._create_split_model(config, dataset)
+steps = training.steps_per_epoch(dataset.x_train.shape[0], config.batch_size)
+tx = training.build_optimizer(config, steps)
+mesh = training.data_parallel_mesh()
+sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(training.DATA_AXIS))
+epoch = training.make_train_epoch(graphdef, tx, steps, config.batch_size, batch_sharding=sharding)
+lowered = epoch.lower(params, rest, tx.init(params), dataset.x_train, dataset.y_train, jax.random.key(0))
+print(lowered.compile().as_text().count("all-reduce("))
+"""
+
+
+def run_with_two_devices(script: str, *args: str) -> str:
     env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    completed = subprocess.run([sys.executable, "-c", SCRIPT, model], cwd=REPO, env=env,
+    completed = subprocess.run([sys.executable, "-c", script, *args], cwd=REPO, env=env,
                                capture_output=True, text=True, timeout=600)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    histories = json.loads(completed.stdout.strip().splitlines()[-1])
+    return completed.stdout.strip().splitlines()[-1]
+
+
+def run_on_one_and_two_devices(model: str) -> tuple[list[dict], list[dict]]:
+    histories = json.loads(run_with_two_devices(SCRIPT, model))
     return histories["1"], histories["2"]
+
+
+def test_two_device_epoch_reduces_across_devices():
+    assert int(run_with_two_devices(COLLECTIVES_SCRIPT)) > 0
 
 
 # SGD, because Adam divides by the root of its second moment and so turns

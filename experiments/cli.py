@@ -1,6 +1,7 @@
 """Command-line plumbing shared by the experiment entry points."""
 
 import logging
+import os
 import sys
 
 from absl import app
@@ -21,9 +22,22 @@ def parse_flags(argv: list[str]) -> list[str]:
         fail(str(error))
 
 
+class _DropOrbaxInfo(logging.Filter):
+    """Drop Orbax's INFO records, about ten per checkpoint; warnings pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        from_orbax = f"{os.sep}orbax{os.sep}" in record.pathname
+        return not (from_orbax and record.levelno < logging.WARNING)
+
+
 def quiet_jax_logging() -> None:
-    """Hide JAX's INFO line about a missing TPU, which is noise on CPU and GPU."""
+    """Hide JAX's INFO line about a missing TPU and Orbax's INFO lines.
+
+    Orbax logs through absl like the experiments do, so its records are
+    filtered by source file rather than by logger name.
+    """
     logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
+    logging.getLogger("absl").addFilter(_DropOrbaxInfo())
 
 
 def run(main) -> None:

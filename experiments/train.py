@@ -323,10 +323,16 @@ def load_data(config: training.TrainConfig) -> data_lib.Dataset:
     training.check_batch_sizes(config, len(jax.devices()))
     # Shapes only: raises the model's ValueError for an input shape or width
     # it cannot take, without initialising any weights.
-    nnx.eval_shape(lambda: models.create_model(
-        config.model, dataset.x_train.shape[1:], dataset.num_classes, seed=config.seed,
-        hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm, width=config.width,
-    ))
+    try:
+        nnx.eval_shape(lambda: models.create_model(
+            config.model, dataset.x_train.shape[1:], dataset.num_classes, seed=config.seed,
+            hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm, width=config.width,
+        ))
+    except ValueError as error:
+        raise ValueError(
+            f"--model={config.model} cannot train on --dataset={config.dataset}"
+            f" (images {dataset.x_train.shape[1:]}): {error}"
+        ) from None
     return dataset
 
 

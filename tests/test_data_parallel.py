@@ -39,7 +39,7 @@ print(json.dumps(histories))
 """
 
 # Metrics compared at every evaluation. Accuracy and NC4 count samples, so
-# a sum-order difference can flip one of them; they are compared exactly at
+# a sum-order difference can flip one of them. They are compared exactly at
 # initialisation only, where both runs have the same parameters.
 CONTINUOUS = ("train_loss", "test_loss", "nc0", "nc1", "nc2", "nc2w", "nc2m", "nc3")
 

@@ -166,3 +166,16 @@ def test_other_config_in_run_folder_needs_rerun(tmp_path):
     replaced = run_train(*common, "--learning_rate=0.5", "--rerun")
     assert replaced.returncode == 0, replaced.stderr
     assert results.read_json(workdir / "sgd" / results.CONFIG_FILE)["learning_rate"] == 0.5
+
+
+def test_model_that_cannot_take_the_images(tmp_path):
+    # VGG9's four 2x2 pools need sides divisible by 16; digits are 8x8.
+    result = run_train("--model=vgg9", f"--workdir={tmp_path / 'run'}")
+    assert_usage_error(result, "--model=vgg9 cannot train on --dataset=digits", "multiples of 16")
+    assert not (tmp_path / "run").exists()
+
+
+def test_negative_checkpoint_interval(tmp_path):
+    result = run_train("--checkpoint_every=-1", f"--workdir={tmp_path / 'run'}")
+    assert_usage_error(result, "--checkpoint_every=-1 is invalid; expected an integer >= 0")
+    assert not (tmp_path / "run").exists()

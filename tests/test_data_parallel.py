@@ -27,7 +27,7 @@ if model == "mlp":
     options = dict(hidden_sizes=(64, 64), epochs=3, batch_size=32)
 else:
     dataset = data.load_dataset("digits", samples_per_class=10, image_size=32)
-    options = dict(model=model, width=0.125, epochs=1, batch_size=20, learning_rate=0.01)
+    options = dict(model=model, width=0.125, epochs=2, batch_size=20, learning_rate=0.001)
 options = {"learning_rate": 0.05, **options}
 config = training.TrainConfig(optimizer="sgd", momentum=0.9, weight_decay=5e-4,
                               eval_every=1, eval_batch_size=64, **options)
@@ -84,12 +84,12 @@ def test_two_device_epoch_reduces_across_devices():
 
 # SGD, because Adam divides by the root of its second moment and so turns
 # rounding-level differences of near-zero gradients into full-size steps.
-# For the narrow ResNet9 after 5 steps, NC1 = tr(S_W S_B^+) / K differed by
-# 1.3e-4 relative while the loss differed by 6e-8: the small eigenvalues of
-# S_B early in training amplify the rounding of the features, so NC1 gets
-# its own tolerance there. At initialisation the NC metrics agree to 1e-15.
-@pytest.mark.parametrize("model, nc1_rtol", [("mlp", 1e-5), ("resnet9", 1e-3)])
-def test_two_devices_match_one(model, nc1_rtol):
+# The ResNet9 uses the study's smallest rate, 0.001. At 0.01, NC1 = tr(S_W
+# S_B^+) / K differed by 1.3e-4 after 5 steps while the loss differed by
+# 6e-8, because the small eigenvalues of S_B early in training amplify the
+# rounding of the features. At 0.001 every metric agreed within 1e-6.
+@pytest.mark.parametrize("model", ["mlp", "resnet9"])
+def test_two_devices_match_one(model):
     one, two = run_on_one_and_two_devices(model)
 
     assert len(one) == len(two)
@@ -97,5 +97,4 @@ def test_two_devices_match_one(model, nc1_rtol):
     assert one[0]["nc4"] == two[0]["nc4"]
     for row_one, row_two in zip(one, two):
         for name in CONTINUOUS:
-            rtol = nc1_rtol if name == "nc1" else 1e-5
-            assert row_two[name] == pytest.approx(row_one[name], rel=rtol), (row_one["epoch"], name)
+            assert row_two[name] == pytest.approx(row_one[name], rel=1e-5), (row_one["epoch"], name)

@@ -31,6 +31,7 @@ import platform
 import sys
 import time
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -81,7 +82,7 @@ def time_ncjax(args, images, labels) -> tuple[float, int]:
     )
     model = models.create_model("resnet9", images.shape[1:], NUM_CLASSES, seed=0, width=args.width)
     model.train()
-    graphdef, params, rest = training.nnx.split(model, training.nnx.Param, ...)
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = training.build_optimizer(config, args.steps, model)
     opt_state = tx.init(params)
     stepwise = training.uses_stepwise_epochs(config)

@@ -324,10 +324,7 @@ def load_data(config: training.TrainConfig) -> data_lib.Dataset:
     # Shapes only: raises the model's ValueError for an input shape or width
     # it cannot take, without initialising any weights.
     try:
-        nnx.eval_shape(lambda: models.create_model(
-            config.model, dataset.x_train.shape[1:], dataset.num_classes, seed=config.seed,
-            hidden_sizes=config.hidden_sizes, batch_norm=config.batch_norm, width=config.width,
-        ))
+        nnx.eval_shape(lambda: training.create_model(config, dataset))
     except ValueError as error:
         raise ValueError(
             f"--model={config.model} cannot train on --dataset={config.dataset}"

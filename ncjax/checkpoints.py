@@ -1,6 +1,6 @@
 """Orbax checkpoints of a training run, so an interrupted run can resume.
 
-A checkpoint holds everything the next epoch depends on: the parameters,
+A checkpoint contains everything the next epoch depends on: the parameters,
 the rest of the model state (BatchNorm running statistics), the optimizer
 state, the random key that orders the data and draws the augmentation, and
 the number of epochs completed. The data order of an epoch is a function of

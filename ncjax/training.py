@@ -14,7 +14,7 @@ import dataclasses
 import functools
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from absl import logging
 from flax import nnx
@@ -258,7 +258,18 @@ def build_optimizer(
     )
 
 
-def _epoch_function(
+class _EpochParts(NamedTuple):
+    """The two unjitted functions an epoch is built from."""
+
+    # (carry, (batch_indices, augment_key)) -> (carry, loss), with carry
+    # (params, rest, opt_state, x, y).
+    train_step: Callable[..., Any]
+    # (key, num_examples) -> (batch indices (num_steps, batch_size),
+    # augmentation keys (num_steps,)).
+    epoch_inputs: Callable[..., Any]
+
+
+def _epoch_parts(
     graphdef: nnx.GraphDef,
     tx: optax.GradientTransformation,
     num_steps: int,
@@ -266,8 +277,8 @@ def _epoch_function(
     *,
     batch_sharding: jax.sharding.Sharding | None = None,
     augment: bool = False,
-) -> Callable[..., Any]:
-    """Return the unjitted (params, rest, opt_state, x, y, key) -> (..., losses) epoch.
+) -> _EpochParts:
+    """Build the training step and the per-epoch data order of one epoch.
 
     With `batch_sharding`, every minibatch is split along its batch axis
     across the devices of that sharding. The program stays the global
@@ -304,19 +315,26 @@ def _epoch_function(
         augment_keys = jax.random.split(jax.random.fold_in(key, 1), num_steps)
         return batches, augment_keys
 
+    return _EpochParts(train_step, epoch_inputs)
+
+
+def _scanned_epoch(parts: _EpochParts) -> Callable[..., Any]:
+    """Return the unjitted (params, rest, opt_state, x, y, key) -> (..., losses) epoch.
+
+    The steps run as one `lax.scan`, so a jitted epoch is one program.
+    """
+
     def train_epoch(params, rest, opt_state, x, y, key):
-        inputs = epoch_inputs(key, x.shape[0])
+        inputs = parts.epoch_inputs(key, x.shape[0])
         carry = (params, rest, opt_state, x, y)
-        (params, rest, opt_state, _, _), losses = jax.lax.scan(train_step, carry, inputs)
+        (params, rest, opt_state, _, _), losses = jax.lax.scan(parts.train_step, carry, inputs)
         return params, rest, opt_state, losses
 
-    train_epoch.train_step = train_step
-    train_epoch.epoch_inputs = epoch_inputs
     return train_epoch
 
 
-def _stepwise_epoch(epoch: Callable[..., Any]) -> Callable[..., Any]:
-    """Return `epoch` run as one jitted call per step instead of one `lax.scan`.
+def _stepwise_epoch(parts: _EpochParts) -> Callable[..., Any]:
+    """Return the epoch of `_scanned_epoch` run as one jitted call per step.
 
     The same steps in the same order, for models whose steps are slow inside
     a compiled loop. On XLA CPU (jax 0.10.2) the weight gradient of a
@@ -324,8 +342,8 @@ def _stepwise_epoch(epoch: Callable[..., Any]) -> Callable[..., Any]:
     same convolution outside one (jax-ml/jax issue 12868). With steps of
     tens of milliseconds or more, one dispatch per step costs little.
     """
-    step = jax.jit(epoch.train_step)
-    epoch_inputs = jax.jit(epoch.epoch_inputs, static_argnums=1)
+    step = jax.jit(parts.train_step)
+    epoch_inputs = jax.jit(parts.epoch_inputs, static_argnums=1)
 
     def train_epoch(params, rest, opt_state, x, y, key):
         batches, augment_keys = epoch_inputs(key, x.shape[0])
@@ -360,12 +378,12 @@ def make_train_epoch(
     flipped, with keys drawn from `key`. The epoch is one jitted `lax.scan`,
     or with `stepwise` one jitted call per step (see `_stepwise_epoch`).
     """
-    epoch = _epoch_function(
+    parts = _epoch_parts(
         graphdef, tx, num_steps, batch_size, batch_sharding=batch_sharding, augment=augment
     )
     if stepwise:
-        return _stepwise_epoch(epoch)
-    return jax.jit(epoch)
+        return _stepwise_epoch(parts)
+    return jax.jit(_scanned_epoch(parts))
 
 
 def make_grid_train_epoch(
@@ -385,7 +403,7 @@ def make_grid_train_epoch(
 
     def member_epoch(params, rest, opt_state, hyperparameters, x, y, key):
         tx = make_tx(hyperparameters)
-        return _epoch_function(graphdef, tx, num_steps, batch_size)(
+        return _scanned_epoch(_epoch_parts(graphdef, tx, num_steps, batch_size))(
             params, rest, opt_state, x, y, key
         )
 
@@ -590,8 +608,9 @@ def _inference_forward(graphdef, params, rest):
     return make_forward(nnx.graphdef(model))
 
 
-def _create_split_model(config: TrainConfig, dataset: data_lib.Dataset):
-    model = models.create_model(
+def create_model(config: TrainConfig, dataset: data_lib.Dataset) -> nnx.Module:
+    """Build the configured model for the images and classes of `dataset`."""
+    return models.create_model(
         config.model,
         dataset.x_train.shape[1:],
         dataset.num_classes,
@@ -600,6 +619,10 @@ def _create_split_model(config: TrainConfig, dataset: data_lib.Dataset):
         batch_norm=config.batch_norm,
         width=config.width,
     )
+
+
+def _create_split_model(config: TrainConfig, dataset: data_lib.Dataset):
+    model = create_model(config, dataset)
     model.train()
     return nnx.split(model, nnx.Param, ...)
 

@@ -90,11 +90,11 @@ def test_two_device_epoch_reduces_across_devices():
 # rounding of the features. At 0.001 every metric agreed within 1e-6.
 @pytest.mark.parametrize("model", ["mlp", "resnet9"])
 def test_two_devices_match_one(model):
-    one, two = run_on_one_and_two_devices(model)
+    one_device, two_devices = run_on_one_and_two_devices(model)
 
-    assert len(one) == len(two)
-    assert one[0]["train_accuracy"] == two[0]["train_accuracy"]
-    assert one[0]["nc4"] == two[0]["nc4"]
-    for row_one, row_two in zip(one, two):
+    assert len(one_device) == len(two_devices)
+    assert one_device[0]["train_accuracy"] == two_devices[0]["train_accuracy"]
+    assert one_device[0]["nc4"] == two_devices[0]["nc4"]
+    for row_one, row_two in zip(one_device, two_devices):
         for name in CONTINUOUS:
             assert row_two[name] == pytest.approx(row_one[name], rel=1e-5), (row_one["epoch"], name)

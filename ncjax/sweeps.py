@@ -48,7 +48,7 @@ STUDY_OPTIMIZERS = ("sgd", "sgdw", "adam", "adamw", "signum", "signumw")
 STUDY_MOMENTA = (0.0, 0.5, 0.7, 0.9, 0.95, 0.98)
 STUDY_MODELS = ("resnet9", "vgg9")
 STUDY_DATASETS = ("mnist", "fashion_mnist", "cifar10")
-# Learning rates and decays of SPEC section 4 (the study's appendix D).
+# Learning rates and decays of the study's grid (its appendix D).
 _SGD_LEARNING_RATES = (0.001, 0.01, 0.0679)
 _OTHER_LEARNING_RATES = (0.001, 0.005, 0.01)
 _COUPLED_DECAYS = (0.0, 5e-5, 5e-4, 5e-3, 0.05, 0.5)
@@ -66,7 +66,7 @@ def study_weight_decays(optimizer: str) -> tuple[float, ...]:
     return _DECOUPLED_DECAYS if optimizer in ("adamw", "signumw") else _COUPLED_DECAYS
 
 
-# The Adam-AdamW mix (SPEC section 4): total decay 5e-4 at momentum 0.9, the
+# The Adam-AdamW mix of the study: total decay 5e-4 at momentum 0.9, the
 # coupled part from 0 (AdamW) to all of it (Adam). The study gives neither
 # the learning rate nor the number of steps of the coupled part.
 INTERPOLATION_TOTAL_DECAY = 5e-4
@@ -135,8 +135,8 @@ class Run:
     def run_id(self) -> str:
         """A readable name from the main fields and a hash of all of them.
 
-        `data_dir` is left out of the hash: it says where the data is, not
-        what the run is, so moving the files does not rename the runs.
+        `data_dir` is left out of the hash because it is the location of the
+        data, not part of the run, so moving the files does not rename the runs.
         """
         config = self.config_json()
         hashed = {key: value for key, value in config.items() if key != "data_dir"}
@@ -177,6 +177,18 @@ def _pick(value, default):
     return default if value is None else value
 
 
+def dataset_dir(data_dir: str | None, dataset: str) -> str | None:
+    """`data_dir/<dataset>` if that folder exists, else `data_dir` itself.
+
+    MNIST and FashionMNIST files have the same names, so a sweep over both
+    reads each from its own subfolder of one --data_dir.
+    """
+    if data_dir is None:
+        return None
+    candidate = Path(data_dir) / dataset
+    return str(candidate) if candidate.is_dir() else data_dir
+
+
 def _network_runs(
     preset: str,
     options: Options,
@@ -204,7 +216,7 @@ def _network_runs(
                     for seed in _pick(options.seeds, (0,)):
                         config = training.TrainConfig(
                             dataset=dataset,
-                            data_dir=options.data_dir,
+                            data_dir=dataset_dir(options.data_dir, dataset),
                             samples_per_class=_pick(options.samples_per_class, samples_per_class),
                             model=model,
                             width=_pick(options.width, width),

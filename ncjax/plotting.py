@@ -332,8 +332,11 @@ def singular_values_over_training(
 
     `histories` maps an optimizer to its history rows or to its run record.
     Per optimizer, a dotted line follows the smallest singular value and a
-    solid line the mean of the others, on log y axes. A row whose list has a
-    null value is left out, because its smallest value is then unknown.
+    solid line the mean of the others, on log y axes. M holds the centred
+    class means, so its rank is at most K - 1 and its K-th singular value is
+    zero up to rounding. For M the K-th value is therefore dropped, and the
+    smallest is the (K-1)-th. A row whose list has a null value is left
+    out, because its smallest value is then unknown.
     """
     fig = Figure(figsize=(9.0, 3.8))
     axes = fig.subplots(1, 2, squeeze=False)[0]
@@ -341,7 +344,8 @@ def singular_values_over_training(
     for axis, matrix in zip(axes, ("W", "M")):
         for optimizer, history in histories.items():
             smallest, others = _smallest_and_mean_of_others(
-                _history_rows(history), f"singular_values_{matrix}")
+                _history_rows(history), f"singular_values_{matrix}",
+                drop_smallest=matrix == "M")
             if others:
                 axis.plot(*zip(*others), color=colors[optimizer], linestyle="-",
                           label=_optimizer_label(optimizer))
@@ -578,8 +582,11 @@ def _short_number(value: float) -> str:
     return scientific if len(scientific) < len(plain) else plain
 
 
-def _smallest_and_mean_of_others(rows, key: str):
-    """Return [(epoch, smallest)] and [(epoch, mean of the others)] of the lists under `key`."""
+def _smallest_and_mean_of_others(rows, key: str, *, drop_smallest: bool = False):
+    """Return [(epoch, smallest)] and [(epoch, mean of the others)] of the lists under `key`.
+
+    With `drop_smallest`, the smallest value of each list is removed first.
+    """
     smallest, others = [], []
     for row in rows:
         epoch = _number(_epoch(row))
@@ -590,6 +597,10 @@ def _smallest_and_mean_of_others(rows, key: str):
         if any(value is None for value in values):
             continue
         values.sort()
+        if drop_smallest:
+            values = values[1:]
+        if not values:
+            continue
         if values[0] > 0:
             smallest.append((epoch, values[0]))
         if len(values) > 1:

@@ -298,9 +298,10 @@ def test_singular_values_skip_row_with_null():
     color = plotting.OPTIMIZER_COLORS["sgd"]
     (solid,) = _lines_of_color(m_axis, color, "-")
     (dotted,) = _lines_of_color(m_axis, color, ":")
+    # For M the smallest (K-th) value is dropped: centred means have rank K - 1.
     np.testing.assert_array_equal(solid.get_xdata(), [0, 20])
-    np.testing.assert_allclose(solid.get_ydata(), [3.0, 4.5], rtol=1e-12)
-    np.testing.assert_allclose(dotted.get_ydata(), [1e-3, 2e-3], rtol=1e-12)
+    np.testing.assert_allclose(solid.get_ydata(), [4.0, 6.0], rtol=1e-12)
+    np.testing.assert_allclose(dotted.get_ydata(), [2.0, 3.0], rtol=1e-12)
 
 
 # coupled decay -> NC0 over seeds, total decay 5e-4.

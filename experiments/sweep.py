@@ -82,7 +82,9 @@ _RAY_ADDRESS = flags.DEFINE_string(
 )
 _RAY_CPUS_PER_UNIT = flags.DEFINE_float("ray_cpus_per_unit", 1.0, "CPUs Ray reserves for each unit.")
 _RAY_GPUS_PER_UNIT = flags.DEFINE_float("ray_gpus_per_unit", 0.0, "GPUs Ray reserves for each unit.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Print the plan and the runs left to do; train nothing.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the plan and the runs left to do, without reading data or training."
+)
 
 
 def parse_seeds(values: list[str] | None) -> tuple[int, ...] | None:
@@ -184,7 +186,8 @@ def main(argv):
         todo = sweeps.pending(results_dir, mine)
         todo_units = sweeps.units(todo, _MAX_UNIT_RUNS.value)
         check_results_dir(results_dir)
-        check_data(todo)
+        if not _DRY_RUN.value:
+            check_data(todo)
         if _LAUNCHER.value == "ray":
             if not _RAY_CPUS_PER_UNIT.value > 0:
                 raise ValueError(f"--ray_cpus_per_unit={_RAY_CPUS_PER_UNIT.value} is invalid; expected a value > 0")

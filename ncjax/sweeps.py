@@ -384,8 +384,11 @@ def pending(results_dir: str | Path, runs: Iterable[Run]) -> list[Run]:
 def _batchable(run: Run) -> bool:
     if run.kind == "ufm":
         return True
+    # NOTE: only the MLP is batched. A vmapped unit of 108 ResNet9s or VGG9s
+    # would hold 108 copies of the activations, and train_grid does not
+    # split batches across devices, so those train one run at a time.
     config = run.config
-    return (config.model != "vit" and not config.augment
+    return (config.model == "mlp" and not config.augment
             and not training.uses_stepwise_epochs(config))
 
 

@@ -268,3 +268,16 @@ def test_dataset_dir_prefers_the_datasets_subfolder(tmp_path):
     assert {run.config.dataset: run.config.data_dir for run in runs} == {
         "mnist": str(tmp_path / "mnist"), "fashion_mnist": str(tmp_path),
         "cifar10": str(tmp_path)}
+
+
+def test_dry_run_prints_plan_and_writes_nothing(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--preset=study", "--dry_run",
+         f"--results={tmp_path / 'out'}"],
+        cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    lines = run.stdout.splitlines()
+    assert lines[0] == ("preset study: 3888 runs; shard 0 of 1: 3888 runs, 0 finished "
+                        "earlier, 3888 to do in 3888 units")
+    assert len(lines) == 1 + 3888
+    assert not (tmp_path / "out").exists()

@@ -58,7 +58,7 @@ def check_installed() -> None:
     except ImportError as error:
         raise ValueError(
             f"--launcher=ray needs Ray, but importing it failed ({error}); "
-            f"install it with: {INSTALL_COMMAND}"
+            f"install it with: {INSTALL_COMMAND} (in a clone: pip install -e '.[ray]')"
         ) from None
 
 

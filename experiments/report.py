@@ -48,6 +48,28 @@ _MIN_TRAIN_ACCURACY = flags.DEFINE_float(
     "Keep runs at or above this final training accuracy (default: each run's preset threshold).",
 )
 
+FILE_DESCRIPTIONS = (
+    ("runs.csv", "every run with its final metrics and, as initial_*, those at initialisation"),
+    ("nc0_by_decay", "mean NC0 and NC3 over kept runs of each coupled optimizer and its "
+                     "decoupled twin, at each decay both ran"),
+    ("table1", "final metrics at the study's best setting of each optimizer (its Table 4), "
+               "with the change since initialisation in percent"),
+    ("table2", "per optimizer, the kept run with the smallest final NC3, with the change "
+               "since initialisation in percent"),
+    ("table4", "the hyperparameters of the table2 runs"),
+    ("table5", "OLS of final NC3 on log10(final NC0) over kept runs, per learning rate and overall"),
+    ("figure1", "NC0 and NC3 against decay for Adam and AdamW: mean over learning rates, "
+                "momenta and seeds, band of one standard deviation"),
+    ("figure2", "NC3 against NC0 per learning rate, with the table5 fits"),
+    ("figure3", "as figure1 for Signum and SignumW, and SGD and SGDW"),
+    ("figure4", "SGD's NC0, NC2 and NC3 per momentum and decay"),
+    ("figure5", "metrics over training at the table1 settings (one point per evaluation)"),
+    ("figure6", "smallest and mean other singular values of W and M over training, table1 settings"),
+    ("figure7", "the Adam-AdamW mix: metrics against the coupled part of the decay"),
+    ("figure11, figure12", "NC1 and NC2 against NC0 per learning rate"),
+    ("figure44", "NC4 against NC0 to NC3"),
+)
+
 # Pairs of (coupled, decoupled) optimizers whose NC0 the study compares.
 DECAY_PAIRS = (("adam", "adamw"), ("signum", "signumw"), ("sgd", "sgdw"))
 MIX_OPTIMIZER = "adam_adamw"
@@ -192,7 +214,7 @@ def format_pairs(header, table) -> str:
         lines.append(
             f"  decay {values['weight_decay']:g}: NC0 {values['coupled']} "
             f"{values['nc0_coupled']:.3g} vs {values['decoupled']} {values['nc0_decoupled']:.3g}"
-            f" ({values['coupled_nc0_is']})"
+            f" ({values['coupled']} {values['coupled_nc0_is']})"
         )
     return "\n".join(lines)
 
@@ -226,7 +248,8 @@ def main(argv):
         kept = analysis.kept_runs(group_rows, threshold)
         report = report_group(name, group_rows, by_id, out / name, threshold)
         header, pairs = decay_pairs_table([row for row in kept if row["optimizer"] != MIX_OPTIMIZER])
-        print(f"{name}: {len(group_rows)} runs, {len(kept)} kept; wrote {len(report.made)} "
+        files = sum(1 for path in (out / name).iterdir() if not path.name.startswith("."))
+        print(f"{name}: {len(group_rows)} runs, {len(kept)} kept; wrote {files} "
               f"files to {out / name}")
         if pairs:
             print(format_pairs(header, pairs))
@@ -237,7 +260,8 @@ def main(argv):
                   "Made: " + ", ".join(report.made) + ".", ""]
         index += [f"- skipped {item}: {reason}" for item, reason in report.skipped]
         index.append("")
-    results.write_text_atomic(out / "report.md", "\n".join(index))
+    index += ["## Files", ""] + [f"- `{name}`: {text}" for name, text in FILE_DESCRIPTIONS]
+    results.write_text_atomic(out / "report.md", "\n".join(index) + "\n")
     print(f"index: {out / 'report.md'}")
 
 

@@ -83,7 +83,9 @@ _RAY_ADDRESS = flags.DEFINE_string(
 _RAY_CPUS_PER_UNIT = flags.DEFINE_float("ray_cpus_per_unit", 1.0, "CPUs Ray reserves for each unit.")
 _RAY_GPUS_PER_UNIT = flags.DEFINE_float("ray_gpus_per_unit", 0.0, "GPUs Ray reserves for each unit.")
 _DRY_RUN = flags.DEFINE_bool(
-    "dry_run", False, "Print the plan and the runs left to do, without reading data or training."
+    "dry_run", False,
+    "Print the plan and the units left to do, each with its first run id, without "
+    "reading data or training.",
 )
 
 
@@ -177,6 +179,11 @@ def run_local(todo_units, results_dir: Path, progress: sweeps.Progress) -> int:
 
 def main(argv):
     del argv  # cli.run has rejected any argument that is not a flag.
+    # Each run logs its evaluations at INFO, hundreds of lines that would
+    # bury the progress bar, so a sweep shows warnings and errors unless
+    # --verbosity is given.
+    if not flags.FLAGS["verbosity"].present:
+        logging.set_verbosity(logging.WARNING)
     results_dir = Path(_RESULTS.value)
     try:
         if _CHECKPOINT_EVERY.value < 0:

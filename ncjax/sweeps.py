@@ -554,7 +554,8 @@ class Progress:
         if note:
             line += f" ({note})"
         if self.stream.isatty():
-            self.stream.write("\r" + line + ("\n" if self.done >= self.total else ""))
+            # "\x1b[K" clears what a longer previous line left on the right.
+            self.stream.write("\r" + line + "\x1b[K" + ("\n" if self.done >= self.total else ""))
         else:
             self.stream.write(line + "\n")
         self.stream.flush()

@@ -163,14 +163,9 @@ def _collect(ray, submitted: dict, results_dir: Path, progress: sweeps.Progress)
             try:
                 records = ray.get(ref)
             except ray.exceptions.RayError as error:  # One lost unit must not end the sweep.
-                logging.error("unit of %d runs starting with %s failed: %s",
-                              len(unit), unit[0].run_id, _describe(error))
-                failed += len(unit)
-                progress.update(0, note=f"{len(unit)} runs failed")
+                failed += sweeps.log_failed_unit(unit, _describe(error), progress)
                 continue
-            sweeps.write_records(results_dir, records)
-            diverged = sum(item["status"] == "diverged" for item in records)
-            progress.update(len(records), note=f"{diverged} diverged" if diverged else "")
+            sweeps.store_unit(results_dir, records, progress)
     return failed
 
 

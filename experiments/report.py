@@ -2,10 +2,11 @@ r"""Make every table and figure of the study that a results directory allows.
 
   python -m experiments.report --results=runs/sweep --out=runs/report
 
-Reads the run files that `experiments.sweep` wrote to `<results>/runs/`,
-keeps the runs that reached their preset's training accuracy (99% for the
-study's networks, 50% for the ViT, 100% for the UFM; --min_train_accuracy
-overrides it) and writes, for each model and dataset, a folder in --out:
+Reads the run files that `experiments.sweep` wrote to `<results>/runs/`
+and keeps the runs that reached their preset's training accuracy: 99% for
+the study's networks, 50% for the ViT and 100% for the UFM, unless
+--min_train_accuracy is given. For each model and dataset it writes a
+folder in --out:
 
 - `runs.csv`: every run, kept or not, with its final and initial metrics;
 - `nc0_by_decay.md/.csv`: mean NC0 (and NC3) of each coupled optimizer
@@ -77,10 +78,16 @@ MIX_OPTIMIZER = "adam_adamw"
 
 @dataclasses.dataclass
 class Report:
-    """Names of the files one group's report made, and of those it skipped with the reason."""
+    """Names of the files one group's report made, and of those it skipped with the reason.
+
+    It also keeps the number of kept runs and the coupled-against-decoupled
+    table, which the printed summary repeats.
+    """
 
     made: list[str] = dataclasses.field(default_factory=list)
     skipped: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    kept_count: int = 0
+    decay_pairs: tuple[list[str], list[list]] = ([], [])
 
     def attempt(self, name: str, reason_if_empty: str | None, make: Callable[[], Any]) -> None:
         """Call `make`, or record it as skipped when `reason_if_empty` is given."""
@@ -141,17 +148,17 @@ def present(rows: list[dict], names) -> list[str]:
 def report_group(name: str, rows: list[dict], runs: dict[str, dict], out: Path,
                  min_train_accuracy: float | None) -> Report:
     """Write the tables and figures of one model and dataset to `out`."""
-    report = Report()
     kept = analysis.kept_runs(rows, min_train_accuracy)
     study = [row for row in kept if row["optimizer"] != MIX_OPTIMIZER]
     mix = [row for row in kept if row["optimizer"] == MIX_OPTIMIZER]
     title = name.replace("_", " ", 1)
     no_kept = None if study else "no kept runs of the study's optimizers"
+    pairs = decay_pairs_table(study)
+    report = Report(kept_count=len(kept), decay_pairs=pairs)
 
     analysis.write_csv(rows, out / "runs.csv")
     report.made.append("runs.csv")
 
-    pairs = decay_pairs_table(study)
     report.attempt("nc0_by_decay", None if pairs[1] else "no optimizer with its decoupled twin",
                    lambda: analysis.write_table(*pairs, out / "nc0_by_decay"))
 
@@ -245,18 +252,17 @@ def main(argv):
 
     index = [f"# Report on {results_dir}", ""]
     for name, group_rows in sorted(groups.items()):
-        kept = analysis.kept_runs(group_rows, threshold)
         report = report_group(name, group_rows, by_id, out / name, threshold)
-        header, pairs = decay_pairs_table([row for row in kept if row["optimizer"] != MIX_OPTIMIZER])
+        header, pairs = report.decay_pairs
         files = sum(1 for path in (out / name).iterdir() if not path.name.startswith("."))
-        print(f"{name}: {len(group_rows)} runs, {len(kept)} kept; wrote {files} "
+        print(f"{name}: {len(group_rows)} runs, {report.kept_count} kept; wrote {files} "
               f"files to {out / name}")
         if pairs:
             print(format_pairs(header, pairs))
         for item, reason in report.skipped:
             print(f"  skipped {item}: {reason}")
         index += [f"## {name}", "",
-                  f"{len(group_rows)} runs, {len(kept)} kept.", "",
+                  f"{len(group_rows)} runs, {report.kept_count} kept.", "",
                   "Made: " + ", ".join(report.made) + ".", ""]
         index += [f"- skipped {item}: {reason}" for item, reason in report.skipped]
         index.append("")

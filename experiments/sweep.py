@@ -166,14 +166,9 @@ def run_local(todo_units, results_dir: Path, progress: sweeps.Progress) -> int:
             records = sweeps.execute(unit, results_dir / sweeps.WORK_DIR,
                                      checkpoint_every=checkpoint_every)
         except Exception as error:  # A crash of one unit must not end the sweep.
-            logging.error("unit of %d runs starting with %s failed: %s: %s",
-                          len(unit), unit[0].run_id, type(error).__name__, error)
-            failed += len(unit)
-            progress.update(0, note=f"{len(unit)} runs failed")
+            failed += sweeps.log_failed_unit(unit, f"{type(error).__name__}: {error}", progress)
             continue
-        sweeps.write_records(results_dir, records)
-        diverged = sum(item["status"] == "diverged" for item in records)
-        progress.update(len(records), note=f"{diverged} diverged" if diverged else "")
+        sweeps.store_unit(results_dir, records, progress)
     return failed
 
 
@@ -188,7 +183,8 @@ def main(argv):
     try:
         if _CHECKPOINT_EVERY.value < 0:
             raise ValueError(f"--checkpoint_every={_CHECKPOINT_EVERY.value} is invalid; expected an integer >= 0")
-        runs = sweeps.plan(_PRESET.value, build_options())
+        options = build_options()
+        runs = sweeps.plan(_PRESET.value, options)
         mine = sweeps.shard(runs, _SHARD_INDEX.value, _NUM_SHARDS.value)
         todo = sweeps.pending(results_dir, mine)
         todo_units = sweeps.units(todo, _MAX_UNIT_RUNS.value)
@@ -216,7 +212,7 @@ def main(argv):
         return
     results.write_json(results_dir / f"sweep-{_PRESET.value}.json", {
         "preset": _PRESET.value,
-        "options": dataclasses.asdict(build_options()),
+        "options": dataclasses.asdict(options),
         "runs": len(runs),
         "min_train_accuracy": runs[0].min_train_accuracy,
     })

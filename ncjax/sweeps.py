@@ -31,6 +31,7 @@ import sys
 import time
 from typing import Any, TextIO
 
+from absl import logging
 import jax
 import numpy as np
 
@@ -57,12 +58,12 @@ STUDY_MIN_TRAIN_ACCURACY = 0.99
 
 
 def study_learning_rates(optimizer: str) -> tuple[float, ...]:
-    """The study's learning rates for `optimizer`."""
+    """Return the study's learning rates for `optimizer`."""
     return _SGD_LEARNING_RATES if optimizer in ("sgd", "sgdw") else _OTHER_LEARNING_RATES
 
 
 def study_weight_decays(optimizer: str) -> tuple[float, ...]:
-    """The study's decays: larger ones for the decoupled adaptive optimizers."""
+    """Return the study's decays: larger ones for the decoupled adaptive optimizers."""
     return _DECOUPLED_DECAYS if optimizer in ("adamw", "signumw") else _COUPLED_DECAYS
 
 
@@ -120,7 +121,7 @@ class Run:
         return "ufm" if isinstance(self.config, UFMRun) else "network"
 
     def config_json(self) -> dict[str, Any]:
-        """The configuration as stored in the result file."""
+        """Return the configuration as stored in the result file."""
         if self.kind == "network":
             return results.to_json_value(dataclasses.asdict(self.config))
         run = self.config
@@ -204,7 +205,7 @@ def _network_runs(
     width: float = 1.0,
     min_train_accuracy: float = STUDY_MIN_TRAIN_ACCURACY,
 ) -> list[Run]:
-    """Every (model, dataset, optimizer, grid point, seed) as a Run.
+    """Build a Run for every (model, dataset, optimizer, grid point, seed).
 
     `grid(optimizer)` yields (learning rate, momentum, decay, coupled decay).
     """
@@ -369,7 +370,7 @@ def result_path(results_dir: str | Path, run: Run) -> Path:
 
 
 def is_finished(results_dir: str | Path, run: Run) -> bool:
-    """True if the run's record exists, parses and holds this configuration."""
+    """Return True if the run's record exists, parses and contains this configuration."""
     try:
         record = results.read_json(result_path(results_dir, run))
     except (OSError, ValueError):
@@ -403,8 +404,8 @@ def units(runs: Sequence[Run], max_runs: int) -> list[list[Run]]:
     """Group runs into units of at most `max_runs` that train as one program.
 
     Runs join a unit when they differ only in learning rate, momentum and
-    decay and their model can be vmapped; the others are units of one. The
-    order of first appearance is kept.
+    decay and their model can be vmapped. Every other run is a unit of one.
+    The order of first appearance is kept.
     """
     if not (isinstance(max_runs, int) and max_runs >= 1):
         raise ValueError(f"max_runs={max_runs!r} is invalid; expected an integer >= 1")
@@ -422,7 +423,7 @@ def units(runs: Sequence[Run], max_runs: int) -> list[list[Run]]:
 
 def record(run: Run, history: list[dict[str, Any]], status: str,
            diverged_at_step: int | None, elapsed_s: float, unit_size: int) -> dict[str, Any]:
-    """The result file's content for one run (see the module docstring)."""
+    """Build the result file's content for one run (see the module docstring)."""
     return {
         "format": FORMAT,
         "run_id": run.run_id,
@@ -526,6 +527,21 @@ def write_records(results_dir: str | Path, records: Iterable[dict]) -> list[Path
         shutil.rmtree(Path(results_dir) / WORK_DIR / item["run_id"], ignore_errors=True)
         paths.append(path)
     return paths
+
+
+def store_unit(results_dir: str | Path, records: list[dict], progress: "Progress") -> None:
+    """Write a finished unit's records and advance `progress`, noting any divergence."""
+    write_records(results_dir, records)
+    diverged = sum(item["status"] == "diverged" for item in records)
+    progress.update(len(records), note=f"{diverged} diverged" if diverged else "")
+
+
+def log_failed_unit(unit: list[Run], description: str, progress: "Progress") -> int:
+    """Log a unit that raised instead of training, advance `progress`; return its run count."""
+    logging.error("unit of %d runs starting with %s failed: %s",
+                  len(unit), unit[0].run_id, description)
+    progress.update(0, note=f"{len(unit)} runs failed")
+    return len(unit)
 
 
 class Progress:

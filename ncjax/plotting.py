@@ -332,7 +332,7 @@ def singular_values_over_training(
 
     `histories` maps an optimizer to its history rows or to its run record.
     Per optimizer, a dotted line follows the smallest singular value and a
-    solid line the mean of the others, on log y axes. M holds the centred
+    solid line the mean of the others, on log y axes. M contains the centred
     class means, so its rank is at most K - 1 and its K-th singular value is
     zero up to rounding. For M the K-th value is therefore dropped, and the
     smallest is the (K-1)-th. A row whose list has a null value is left

@@ -91,7 +91,8 @@ def test_bad_results_end_in_one_line(tmp_path, make, message):
     run = run_report(f"--results={tmp_path / 'results'}", f"--out={tmp_path / 'out'}")
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], run.stderr
+    assert len(lines) == 1, run.stderr
+    assert message in lines[0], run.stderr
     assert not (tmp_path / "out").exists()
 
 

@@ -124,7 +124,7 @@ def test_plan_rejects_unknown_names():
         sweeps.plan("cpu", sweeps.Options(models=("resnet",)))
 
 
-def test_ufm_unit_writes_records_that_match_a_single_run(tmp_path):
+def test_ufm_unit_matches_single_runs(tmp_path):
     config = ufm.UFMConfig(num_classes=3, dim=4, samples_per_class=5, optimizer="adamw",
                            steps=20, eval_every=10)
     runs = [sweeps.Run("ufm", sweeps.UFMRun(config, lr, 0.9, 1e-3, seed), 1.0)
@@ -134,7 +134,8 @@ def test_ufm_unit_writes_records_that_match_a_single_run(tmp_path):
     paths = sweeps.write_records(tmp_path, records)
     assert [path.stem for path in paths] == [run.run_id for run in runs]
     stored = results.read_json(paths[3])
-    assert stored["kind"] == "ufm" and stored["status"] == "completed"
+    assert stored["kind"] == "ufm"
+    assert stored["status"] == "completed"
     assert [row["step"] for row in stored["history"]] == [0, 10, 20]
     _, single = ufm.train_ufm(config, ufm.UFMHyperparameters(0.3, 0.9, 1e-3, None, 1))
     np.testing.assert_allclose(stored["history"][-1]["nc0"], float(single["nc0"][-1]), rtol=1e-5)
@@ -213,7 +214,8 @@ def test_killed_sweep_restarts_with_only_the_missing_runs(tmp_path):
     for path in (tmp_path / sweeps.RUNS_DIR).glob("[!.]*"):
         assert path.suffix == ".json", path.name
         record = json.loads(path.read_text())
-        assert record["run_id"] == path.stem and record["status"] in ("completed", "diverged")
+        assert record["run_id"] == path.stem
+        assert record["status"] in ("completed", "diverged")
     assert not any((tmp_path / sweeps.WORK_DIR).glob("*"))
 
     again = subprocess.run(command, cwd=REPO, env=ENV, capture_output=True, text=True,
@@ -255,7 +257,8 @@ def test_bad_flags_end_in_one_line(tmp_path, flags, message):
                          capture_output=True, text=True, timeout=300)
     assert run.returncode == 2
     lines = run.stderr.strip().splitlines()
-    assert len(lines) == 1 and message in lines[0], run.stderr
+    assert len(lines) == 1, run.stderr
+    assert message in lines[0], run.stderr
     assert not (tmp_path / "out").exists()
 
 
